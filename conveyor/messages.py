@@ -1,0 +1,24 @@
+"""Which queue each actor listens on: the one table the outbox, the relay and the actors share.
+
+Queues are per stage, so a slow stage (a Stripe call) never holds up another (screening).
+"""
+
+from __future__ import annotations
+
+QUEUES = ("screening", "payments", "mail", "maintenance")
+
+ACTOR_QUEUES: dict[str, str] = {
+    "screen_order": "screening",
+    "process_stripe_event": "payments",
+    "void_payment": "payments",
+    "deliver_email": "mail",
+    "expire_unpaid_orders": "maintenance",
+    "sync_payments": "maintenance",
+}
+
+
+def queue_of(actor_name: str) -> str:
+    try:
+        return ACTOR_QUEUES[actor_name]
+    except KeyError:
+        raise ValueError(f"no queue is known for actor {actor_name!r}") from None

@@ -1,0 +1,1 @@
+"""Middle and back office workers: Dramatiq actors and the services they call."""

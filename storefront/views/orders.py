@@ -1,0 +1,47 @@
+"""What a shopper sees of an order: the confirmation and the status page, by unguessable link."""
+
+from __future__ import annotations
+
+from sqlmodel import col, select
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from models.orders import CUSTOMER_LABELS, Order, OrderEvent, OrderLine, OrderStatus
+from models.payments import Payment
+from storefront.web import db_of, render
+
+
+def _load(request: Request) -> dict[str, object]:
+    token = request.path_params["token"]
+    if not 20 <= len(token) <= 64:
+        raise HTTPException(404)
+    with db_of(request).read_session() as session:
+        order = session.exec(select(Order).where(Order.status_token == token)).first()
+        if order is None:
+            raise HTTPException(404)
+        lines = list(session.exec(select(OrderLine).where(OrderLine.order_id == order.id)
+                                  .order_by(col(OrderLine.id))))
+        history = list(session.exec(
+            select(OrderEvent).where(OrderEvent.order_id == order.id,
+                                     col(OrderEvent.public).is_(True))
+            .order_by(col(OrderEvent.created_at), col(OrderEvent.id))
+        ))
+        payment = session.get(Payment, order.payment_id) if order.payment_id else None
+    return {"order": order, "lines": lines, "history": history, "payment": payment,
+            "status_label": CUSTOMER_LABELS[OrderStatus(order.status)]}
+
+
+def _private(response: Response) -> Response:
+    response.headers["referrer-policy"] = "no-referrer"
+    response.headers["x-robots-tag"] = "noindex, nofollow"
+    return response
+
+
+def confirmation(request: Request) -> Response:
+    return _private(render(request, "storefront/confirmation.html", _load(request),
+                           private=True))
+
+
+def status(request: Request) -> Response:
+    return _private(render(request, "storefront/order.html", _load(request), private=True))

@@ -1,0 +1,107 @@
+"""Helpers every storefront endpoint uses: rendering, the session's cart and flash messages."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from conveyor.db import Database
+from conveyor.settings import Settings
+from conveyor.stripe_gateway import PaymentProviderError, StripeGateway, create_gateway
+from storefront.catalogue import CatalogueCache, CatalogueSnapshot
+from storefront.security import csrf_token
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+CART_KEY = "cart"
+ORDER_KEY = "order"
+CART_COUNT_KEY = "cart_count"
+FLASH_KEY = "flash"
+
+
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def db_of(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def catalogue_of(request: Request) -> CatalogueSnapshot:
+    cache: CatalogueCache = request.app.state.catalogue
+    return cache.get()
+
+
+def gateway_of(request: Request) -> StripeGateway | None:
+    """The Stripe gateway, or None when this shop has no Stripe keys configured."""
+    state = request.app.state
+    if getattr(state, "gateway", None) is None:
+        try:
+            state.gateway = create_gateway(state.settings)
+        except PaymentProviderError:
+            return None
+    gateway: StripeGateway = state.gateway
+    return gateway
+
+
+async def run_service(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a blocking service (database, Stripe) off the event loop."""
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+def session_uuid(request: Request, key: str) -> uuid.UUID | None:
+    value = request.session.get(key)
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        request.session.pop(key, None)
+        return None
+
+
+def flash(request: Request, message: str, level: str = "info") -> None:
+    request.session.setdefault(FLASH_KEY, []).append([level, message])
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def render(
+    request: Request, template: str, context: dict[str, Any] | None = None, *,
+    status_code: int = 200, private: bool = False,
+) -> Response:
+    """Render a page with what the layout needs; `private` pages are never cached."""
+    templates: Jinja2Templates = request.app.state.templates
+    flashes = request.session.pop(FLASH_KEY, []) if FLASH_KEY in request.session else []
+    snapshot = catalogue_of(request)
+    page = {
+        "csrf_token": lambda: csrf_token(request),
+        "flashes": flashes,
+        "cart_count": request.session.get(CART_COUNT_KEY, 0),
+        "nav_categories": snapshot.categories,
+        "query": "",
+        **(context or {}),
+    }
+    response = templates.TemplateResponse(request, template, page, status_code=status_code)
+    if private or flashes:
+        response.headers["cache-control"] = "no-store"
+    return response
+
+
+def parse_int(raw: object, *, default: int | None = None) -> int | None:
+    try:
+        text = str(raw).strip()
+        if not text or len(text) > 12:
+            return default
+        return int(text)
+    except (TypeError, ValueError):
+        return default
