@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, Text
+from sqlalchemy import BigInteger, CheckConstraint, Text
 from sqlmodel import Field, SQLModel
 
 from models.base import utc_column, utcnow
@@ -88,5 +88,5 @@ class CatalogueVersion(SQLModel, table=True):
     __tablename__ = "catalogue_version"
 
     id: int = Field(default=1, primary_key=True)
-    version: int = 0
+    version: int = Field(default=0, sa_type=BigInteger)
     changed_at: datetime = utc_column(default_factory=utcnow)
