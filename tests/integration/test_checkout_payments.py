@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -13,7 +12,6 @@ from sqlmodel import col, select
 from conveyor.db import Database
 from conveyor.settings import Settings
 from conveyor.stripe_gateway import create_gateway
-from conveyor.templating import create_environment
 from fulfilment import payments
 from fulfilment.expiry import expire_unpaid_orders
 from fulfilment.inventory import verify_ledger
@@ -22,43 +20,11 @@ from models.cart import CartLine
 from models.messaging import Email, OutboxMessage
 from models.orders import Order, OrderEvent, OrderLine, OrderStatus
 from models.payments import Payment, PaymentStatus
-from storefront import cart as carts
 from storefront import checkout
-from storefront.catalogue import load_snapshot
+from tests import shopping
 from tests.factories import make_product, stock_of
-from tests.helpers import CARD_3DS, CARD_DECLINED, CARD_OK, card_token
-
-ENV = create_environment()
-DETAILS = checkout.parse_checkout_form({
-    "email": "ada@example.com", "full_name": "Ada Lovelace", "phone": "+49 30 1234567",
-    "address": "Unter den Linden 1", "city": "Berlin", "postal_code": "10117",
-    "country": "DE", "shipping_method": "standard",
-}, require_payment=False).details
-assert DETAILS is not None
-
-
-def _cart(db: Database, lines: list[tuple[int, int]]) -> tuple[uuid.UUID, carts.CartView]:
-    with db.unit_of_work() as uow:
-        cart_id = carts.create_cart(uow=uow)
-        for variant_id, quantity in lines:
-            carts.set_quantity(uow=uow, cart_id=cart_id, variant_id=variant_id,
-                               quantity=quantity, max_quantity=20)
-    with db.read_session() as session:
-        return cart_id, carts.view_cart(session, load_snapshot(session), cart_id, utcnow())
-
-
-def _place(db: Database, settings: Settings, cart_id, view, pending=None) -> Order:
-    with db.unit_of_work() as uow:
-        return checkout.place_order(uow=uow, cart=view, cart_id=cart_id, details=DETAILS,
-                                    pending_order_id=pending, client_ip="192.0.2.10",
-                                    settings=settings, now=utcnow())
-
-
-def _pay(db, settings, order_id, card=CARD_OK):
-    return checkout.pay_order(db=db, gateway=create_gateway(settings), env=ENV,
-                              settings=settings, order_id=order_id,
-                              payment_token=card_token(settings.stripe_api_base, card),
-                              client_ip="192.0.2.10")
+from tests.helpers import CARD_3DS, CARD_DECLINED
+from tests.shopping import DETAILS, ENV
 
 
 def _order(db: Database, order_id) -> Order:
@@ -83,8 +49,8 @@ def _outbox(db: Database) -> list[str]:
 def test_placing_an_order_snapshots_server_prices_and_reserves_stock(db, settings):
     product = make_product(db, variants=[("Blue", 2490, 6), ("Red", 1990, 6)])
     blue, red = product.variant_ids
-    cart_id, view = _cart(db, [(blue, 2), (red, 1)])
-    order = _place(db, settings, cart_id, view)
+    cart_id, view = shopping.cart(db, [(blue, 2), (red, 1)])
+    order = shopping.place(db, settings, cart_id, view)
 
     assert order.status == OrderStatus.PENDING_PAYMENT
     assert order.subtotal_cents == 2 * 2490 + 1990
@@ -100,10 +66,10 @@ def test_placing_an_order_snapshots_server_prices_and_reserves_stock(db, setting
 
 def test_a_good_card_authorises_the_order_and_hands_it_to_the_middle_office(db, settings):
     variant = make_product(db, variants=[("One", 4990, 3)]).variant_ids[0]
-    cart_id, view = _cart(db, [(variant, 1)])
-    order = _place(db, settings, cart_id, view)
+    cart_id, view = shopping.cart(db, [(variant, 1)])
+    order = shopping.place(db, settings, cart_id, view)
 
-    outcome = _pay(db, settings, order.id)
+    outcome = shopping.pay(db, settings, order.id)
 
     assert outcome.outcome == checkout.Outcome.AUTHORIZED
     paid = _order(db, order.id)
@@ -125,17 +91,17 @@ def test_a_good_card_authorises_the_order_and_hands_it_to_the_middle_office(db, 
 
 def test_a_decline_then_another_card_ends_in_one_order_paid_on_the_second_attempt(db, settings):
     variant = make_product(db, variants=[("One", 1500, 3)]).variant_ids[0]
-    cart_id, view = _cart(db, [(variant, 1)])
-    order = _place(db, settings, cart_id, view)
+    cart_id, view = shopping.cart(db, [(variant, 1)])
+    order = shopping.place(db, settings, cart_id, view)
 
-    declined = _pay(db, settings, order.id, CARD_DECLINED)
+    declined = shopping.pay(db, settings, order.id, CARD_DECLINED)
     assert declined.outcome == checkout.Outcome.DECLINED
     assert "declined" in declined.message
     assert _order(db, order.id).status == OrderStatus.PENDING_PAYMENT
 
-    again = _place(db, settings, cart_id, view, pending=order.id)
+    again = shopping.place(db, settings, cart_id, view, pending=order.id)
     assert again.id == order.id
-    assert _pay(db, settings, order.id).outcome == checkout.Outcome.AUTHORIZED
+    assert shopping.pay(db, settings, order.id).outcome == checkout.Outcome.AUTHORIZED
     with db.read_session() as session:
         assert len(session.exec(select(Order)).all()) == 1
     assert [(p.attempt, p.status) for p in _payments(db, order.id)] == [
@@ -156,9 +122,9 @@ def test_three_d_secure_is_finished_in_the_browser_and_read_back_from_stripe(
     db, settings, passes
 ):
     variant = make_product(db, variants=[("One", 1500, 3)]).variant_ids[0]
-    cart_id, view = _cart(db, [(variant, 1)])
-    order = _place(db, settings, cart_id, view)
-    outcome = _pay(db, settings, order.id, CARD_3DS)
+    cart_id, view = shopping.cart(db, [(variant, 1)])
+    order = shopping.place(db, settings, cart_id, view)
+    outcome = shopping.pay(db, settings, order.id, CARD_3DS)
     assert outcome.outcome == checkout.Outcome.REQUIRES_ACTION and outcome.client_secret
     [payment] = _payments(db, order.id)
     assert payment.status == PaymentStatus.REQUIRES_ACTION
@@ -178,10 +144,10 @@ def test_three_d_secure_is_finished_in_the_browser_and_read_back_from_stripe(
 
 def test_a_second_authorisation_for_a_paid_order_is_voided(db, settings):
     variant = make_product(db, variants=[("One", 1500, 3)]).variant_ids[0]
-    cart_id, view = _cart(db, [(variant, 1)])
-    order = _place(db, settings, cart_id, view)
-    late = _pay(db, settings, order.id, CARD_3DS)  # shopper leaves 3-D Secure open...
-    assert _pay(db, settings, order.id).outcome == checkout.Outcome.AUTHORIZED  # pays again
+    cart_id, view = shopping.cart(db, [(variant, 1)])
+    order = shopping.place(db, settings, cart_id, view)
+    late = shopping.pay(db, settings, order.id, CARD_3DS)  # shopper leaves 3-D Secure open...
+    assert shopping.pay(db, settings, order.id).outcome == checkout.Outcome.AUTHORIZED  # pays again
     first = _payments(db, order.id)[0]
     _authenticate(settings, first.stripe_payment_intent_id, late.client_secret, True)
 
@@ -202,14 +168,14 @@ def test_a_second_authorisation_for_a_paid_order_is_voided(db, settings):
 def test_unpaid_orders_expire_release_stock_and_cannot_be_paid_afterwards(db, settings):
     variant = make_product(db, variants=[("One", 1500, 4)]).variant_ids[0]
     gateway = create_gateway(settings)
-    abandoned_id, view = _cart(db, [(variant, 1)])
-    abandoned = _place(db, settings, abandoned_id, view)
-    declined_id, view = _cart(db, [(variant, 1)])
-    declined = _place(db, settings, declined_id, view)
-    _pay(db, settings, declined.id, CARD_DECLINED)
-    in_3ds_id, view = _cart(db, [(variant, 1)])
-    in_3ds = _place(db, settings, in_3ds_id, view)
-    _pay(db, settings, in_3ds.id, CARD_3DS)
+    abandoned_id, view = shopping.cart(db, [(variant, 1)])
+    abandoned = shopping.place(db, settings, abandoned_id, view)
+    declined_id, view = shopping.cart(db, [(variant, 1)])
+    declined = shopping.place(db, settings, declined_id, view)
+    shopping.pay(db, settings, declined.id, CARD_DECLINED)
+    in_3ds_id, view = shopping.cart(db, [(variant, 1)])
+    in_3ds = shopping.place(db, settings, in_3ds_id, view)
+    shopping.pay(db, settings, in_3ds.id, CARD_3DS)
     assert stock_of(db, variant).reserved == 3
 
     later = utcnow() + timedelta(minutes=settings.reservation_minutes + 1)
@@ -233,9 +199,9 @@ def test_unpaid_orders_expire_release_stock_and_cannot_be_paid_afterwards(db, se
 
 def test_an_order_paid_just_before_expiry_is_kept(db, settings):
     variant = make_product(db, variants=[("One", 1500, 2)]).variant_ids[0]
-    cart_id, view = _cart(db, [(variant, 1)])
-    order = _place(db, settings, cart_id, view)
-    outcome = _pay(db, settings, order.id, CARD_3DS)
+    cart_id, view = shopping.cart(db, [(variant, 1)])
+    order = shopping.place(db, settings, cart_id, view)
+    outcome = shopping.pay(db, settings, order.id, CARD_3DS)
     payment = _payments(db, order.id)[0]
     _authenticate(settings, payment.stripe_payment_intent_id, outcome.client_secret, True)
     # The shopper closed the tab after 3-D Secure: no return, and localstripe sends no event.
@@ -251,10 +217,10 @@ def test_an_order_paid_just_before_expiry_is_kept(db, settings):
 def test_payment_attempts_are_limited_per_email_and_per_ip(db, settings):
     strict = settings.model_copy(update={"payment_attempts_per_email_per_hour": 2})
     variant = make_product(db, variants=[("One", 1500, 5)]).variant_ids[0]
-    cart_id, view = _cart(db, [(variant, 1)])
-    order = _place(db, settings, cart_id, view)
+    cart_id, view = shopping.cart(db, [(variant, 1)])
+    order = shopping.place(db, settings, cart_id, view)
     for _ in range(2):
-        _pay(db, settings, order.id, CARD_DECLINED)
+        shopping.pay(db, settings, order.id, CARD_DECLINED)
     with pytest.raises(checkout.TooManyAttempts), db.read_session() as session:
         checkout.check_payment_rate(session, client_ip="198.51.100.1", email=DETAILS.email,
                                     settings=strict, now=utcnow())

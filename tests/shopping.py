@@ -1,0 +1,50 @@
+"""Shopping through the real services: a cart, an order placed from it, a card payment."""
+
+from __future__ import annotations
+
+import uuid
+
+from conveyor.db import Database
+from conveyor.settings import Settings
+from conveyor.stripe_gateway import create_gateway
+from conveyor.templating import create_environment
+from models.base import utcnow
+from models.orders import Order
+from storefront import cart as carts
+from storefront import checkout
+from storefront.catalogue import load_snapshot
+from tests.helpers import CARD_OK, card_token
+
+ENV = create_environment()
+DETAILS = checkout.parse_checkout_form({
+    "email": "ada@example.com", "full_name": "Ada Lovelace", "phone": "+49 30 1234567",
+    "address": "Unter den Linden 1", "city": "Berlin", "postal_code": "10117",
+    "country": "DE", "shipping_method": "standard",
+}, require_payment=False).details
+assert DETAILS is not None
+
+
+def cart(db: Database, lines: list[tuple[int, int]]) -> tuple[uuid.UUID, carts.CartView]:
+    with db.unit_of_work() as uow:
+        cart_id = carts.create_cart(uow=uow)
+        for variant_id, quantity in lines:
+            carts.set_quantity(uow=uow, cart_id=cart_id, variant_id=variant_id,
+                               quantity=quantity, max_quantity=20)
+    with db.read_session() as session:
+        return cart_id, carts.view_cart(session, load_snapshot(session), cart_id, utcnow())
+
+
+def place(db: Database, settings: Settings, cart_id, view, pending=None) -> Order:
+    with db.unit_of_work() as uow:
+        return checkout.place_order(uow=uow, cart=view, cart_id=cart_id, details=DETAILS,
+                                    pending_order_id=pending, client_ip="192.0.2.10",
+                                    settings=settings, now=utcnow())
+
+
+def pay(db, settings, order_id, card=CARD_OK):
+    return checkout.pay_order(db=db, gateway=create_gateway(settings), env=ENV,
+                              settings=settings, order_id=order_id,
+                              payment_token=card_token(settings.stripe_api_base, card),
+                              client_ip="192.0.2.10")
+
+
