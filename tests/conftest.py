@@ -1,7 +1,7 @@
 """Test fixtures: real PostgreSQL, real Redis, real localstripe, real processes.
 
 Each pytest-xdist worker gets its own PostgreSQL database (migrated with Alembic), its own
-Redis database number and its own localstripe, so workers never see each other's data.
+redis-server and its own localstripe, so neither workers nor test runs see each other's data.
 Tables are emptied before every test that asks for `db`.
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from conveyor.db import Database
-from conveyor.local_services import start_localstripe
+from conveyor.local_services import start_localstripe, start_redis
 from conveyor.migrate import upgrade
 from conveyor.settings import Settings
 from tests.helpers import free_port
@@ -26,7 +26,7 @@ from tests.helpers import free_port
 ADMIN_DATABASE_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
 WEBHOOK_SECRET = "whsec_test_conveyor"
 
 
@@ -40,23 +40,33 @@ def worker_index(worker_id: str) -> int:
 
 
 @pytest.fixture(scope="session")
-def database_url(worker_index: int) -> Iterator[str]:
+def database_url(worker_index: int, testrun_uid: str) -> Iterator[str]:
+    """A database of this run and worker alone, so runs on one machine never collide."""
     admin = make_url(ADMIN_DATABASE_URL)
-    name = f"conveyor_test_{worker_index}"
+    name = f"conveyor_test_{testrun_uid[:8]}_{worker_index}"
     engine = create_engine(admin, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield admin.set(database=name).render_as_string(hide_password=False)
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine.dispose()
-    url = admin.set(database=name).render_as_string(hide_password=False)
-    yield url
 
 
 @pytest.fixture(scope="session")
-def redis_url(worker_index: int) -> str:
-    url = f"{TEST_REDIS_URL}/{1 + worker_index}"
-    redis.Redis.from_url(url).flushdb()
-    return url
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server of this run and worker alone (TEST_REDIS_URL to use another)."""
+    if TEST_REDIS_URL:
+        redis.Redis.from_url(TEST_REDIS_URL).flushdb()
+        yield TEST_REDIS_URL
+        return
+    port = free_port()
+    data = tmp_path_factory.mktemp("redis")
+    url = f"redis://127.0.0.1:{port}/0"
+    process = start_redis(url, data, data / "redis.log")
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

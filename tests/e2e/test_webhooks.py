@@ -6,7 +6,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
+import httpx2 as httpx
 from sqlmodel import col, func, select
 
 from conveyor.db import Database

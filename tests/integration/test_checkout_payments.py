@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from datetime import timedelta
 
 import pytest
 from sqlmodel import col, select
 
 from conveyor.db import Database
-from conveyor.settings import Settings
 from conveyor.stripe_gateway import create_gateway
 from fulfilment import payments
 from fulfilment.expiry import expire_unpaid_orders
@@ -109,14 +106,6 @@ def test_a_decline_then_another_card_ends_in_one_order_paid_on_the_second_attemp
     assert stock_of(db, variant).reserved == 1
 
 
-def _authenticate(settings: Settings, intent_id: str, client_secret: str, ok: bool) -> None:
-    """What the bank's 3-D Secure page does in the shopper's browser."""
-    body = json.dumps({"key": "pk_test_x", "client_secret": client_secret}).encode()
-    url = (f"{settings.stripe_api_base}/v1/payment_intents/{intent_id}/_authenticate"
-           f"?success={'true' if ok else 'false'}")
-    urllib.request.urlopen(urllib.request.Request(url, body, method="POST"), timeout=10)  # noqa: S310
-
-
 @pytest.mark.parametrize("passes", [True, False])
 def test_three_d_secure_is_finished_in_the_browser_and_read_back_from_stripe(
     db, settings, passes
@@ -129,7 +118,7 @@ def test_three_d_secure_is_finished_in_the_browser_and_read_back_from_stripe(
     [payment] = _payments(db, order.id)
     assert payment.status == PaymentStatus.REQUIRES_ACTION
 
-    _authenticate(settings, payment.stripe_payment_intent_id, outcome.client_secret, passes)
+    shopping.authenticate(settings, payment.stripe_payment_intent_id, outcome.client_secret, passes)
     result = payments.refresh_payment(db=db, gateway=create_gateway(settings), env=ENV,
                                       settings=settings, payment_id=payment.id,
                                       source="3-D Secure return")
@@ -149,7 +138,7 @@ def test_a_second_authorisation_for_a_paid_order_is_voided(db, settings):
     late = shopping.pay(db, settings, order.id, CARD_3DS)  # shopper leaves 3-D Secure open...
     assert shopping.pay(db, settings, order.id).outcome == checkout.Outcome.AUTHORIZED  # pays again
     first = _payments(db, order.id)[0]
-    _authenticate(settings, first.stripe_payment_intent_id, late.client_secret, True)
+    shopping.authenticate(settings, first.stripe_payment_intent_id, late.client_secret, True)
 
     gateway = create_gateway(settings)
     payments.refresh_payment(db=db, gateway=gateway, env=ENV, settings=settings,
@@ -203,7 +192,7 @@ def test_an_order_paid_just_before_expiry_is_kept(db, settings):
     order = shopping.place(db, settings, cart_id, view)
     outcome = shopping.pay(db, settings, order.id, CARD_3DS)
     payment = _payments(db, order.id)[0]
-    _authenticate(settings, payment.stripe_payment_intent_id, outcome.client_secret, True)
+    shopping.authenticate(settings, payment.stripe_payment_intent_id, outcome.client_secret, True)
     # The shopper closed the tab after 3-D Secure: no return, and localstripe sends no event.
 
     later = utcnow() + timedelta(minutes=settings.reservation_minutes + 1)
