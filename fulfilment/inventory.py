@@ -134,16 +134,17 @@ def reserve_lines(
         raise InsufficientStock(shortages)
 
     now = utcnow()
-    document = {"document_type": "order", "document_id": str(order_id), "actor": actor}
     for reservation in held:
         _release_one(session, items[reservation.variant_id], reservation, now,
-                     reason="replaced by a new reservation", **document)
+                     reason="replaced by a new reservation", actor=actor,
+                     document_type="order", document_id=str(order_id))
     for variant_id, quantity in sorted(wanted.items()):
         items[variant_id].reserved += quantity
         session.add(Reservation(order_id=order_id, variant_id=variant_id, quantity=quantity,
                                 expires_at=until))
         session.add(StockMovement(variant_id=variant_id, kind=MovementKind.RESERVE,
-                                  reserved_delta=quantity, reason="checkout", **document))
+                                  reserved_delta=quantity, reason="checkout", actor=actor,
+                                  document_type="order", document_id=str(order_id)))
     session.flush()
 
 

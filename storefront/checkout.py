@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from jinja2 import Environment
 from sqlalchemy import func
@@ -151,7 +152,7 @@ def place_order(
             order = None
 
     totals = totals_for(cart, details.shipping, details.country)
-    contact = {
+    contact: dict[str, Any] = {
         "email": details.email, "full_name": details.full_name, "phone": details.phone,
         "address": details.address, "city": details.city, "postal_code": details.postal_code,
         "country": details.country, "shipping_method": details.shipping.code,

@@ -27,11 +27,9 @@ from conveyor.local_services import (
 from conveyor.migrate import upgrade
 from conveyor.settings import Settings
 
-LOCALSTRIPE_PORT = 8420
-
 
 def _local_stripe_env(settings: Settings) -> dict[str, str]:
-    base = f"http://127.0.0.1:{LOCALSTRIPE_PORT}"
+    base = f"http://127.0.0.1:{settings.localstripe_port}"
     return {
         "STRIPE_SECRET_KEY": "sk_test_localstripe",
         "STRIPE_PUBLISHABLE_KEY": "pk_test_localstripe",
@@ -65,12 +63,13 @@ def run_everything(settings: Settings) -> None:
 
         if settings.stripe_secret_key is None:
             stripe_env = _local_stripe_env(settings)
-            if port_open("127.0.0.1", LOCALSTRIPE_PORT):
-                typer.echo(f"conveyor: port {LOCALSTRIPE_PORT} is taken; stop what runs there "
-                           "(an earlier localstripe?) and try again", err=True)
+            port = settings.localstripe_port
+            if port_open("127.0.0.1", port):
+                typer.echo(f"conveyor: port {port} is taken; stop what runs there (an earlier "
+                           "localstripe?) or set LOCALSTRIPE_PORT, and try again", err=True)
                 raise typer.Exit(1)
             typer.echo("conveyor: no Stripe keys set; starting localstripe as Stripe")
-            started.append(start_localstripe(LOCALSTRIPE_PORT, logs / "localstripe.log"))
+            started.append(start_localstripe(port, logs / "localstripe.log"))
             register_webhook(stripe_env["STRIPE_API_BASE"], "conveyor",
                              f"http://127.0.0.1:{settings.storefront_port}/stripe/webhook",
                              stripe_env["STRIPE_WEBHOOK_SECRET"])
@@ -94,8 +93,8 @@ def run_everything(settings: Settings) -> None:
 
 
 def _banner(settings: Settings, *, stripe_local: bool) -> None:
-    stripe = (f"localstripe on http://127.0.0.1:{LOCALSTRIPE_PORT} (test card 4242 4242 4242 4242)"
-              if stripe_local else settings.stripe_api_base)
+    stripe = (f"localstripe on http://127.0.0.1:{settings.localstripe_port} "
+              "(test card 4242 4242 4242 4242)" if stripe_local else settings.stripe_api_base)
     lines = [
         "",
         "  Conveyor is starting:",

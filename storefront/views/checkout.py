@@ -136,7 +136,8 @@ async def pay(request: Request) -> Response:
     if cart.is_empty:
         flash(request, "Your cart is empty: add something first.", "info")
         return redirect("/cart")
-    if form.details is None:
+    details = form.details
+    if details is None:
         return _page(request, cart, form.values, errors=form.errors, status_code=422)
     gateway = gateway_of(request)
     if gateway is None:
@@ -152,9 +153,9 @@ async def pay(request: Request) -> Response:
     def place() -> Order:
         with db.unit_of_work() as uow:
             checkout.check_payment_rate(uow.session, client_ip=client_ip,
-                                        email=form.details.email, settings=settings, now=now)
+                                        email=details.email, settings=settings, now=now)
             return checkout.place_order(uow=uow, cart=cart, cart_id=cart_id,
-                                        details=form.details,
+                                        details=details,
                                         pending_order_id=session_uuid(request, ORDER_KEY),
                                         client_ip=client_ip, settings=settings, now=now)
 
