@@ -19,6 +19,14 @@ from sqlmodel import Session
 from conveyor.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+LIKE_ESCAPE = "\\"
+
+
+def like_pattern(text: str) -> str:
+    """`%text%` for LIKE/ILIKE with the caller's `%`, `_` and `\\` taken literally
+    (use with `escape=LIKE_ESCAPE`)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:

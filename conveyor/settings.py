@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     base_url: str = "http://127.0.0.1:8000"
     storefront_host: str = "127.0.0.1"
     storefront_port: int = 8000
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8001
+    admin_cors_origins: str = Field(default="", description="Comma-separated allowed origins.")
+    admin_login_window_minutes: int = 15
+    admin_login_failures_per_account: int = 5
+    admin_login_failures_per_ip: int = 20
 
     stripe_secret_key: SecretStr | None = None
     stripe_publishable_key: str = ""
@@ -92,6 +98,10 @@ class Settings(BaseSettings):
     def stripe_api_origin(self) -> str:
         parts = urlsplit(self.stripe_api_base)
         return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return [o.strip() for o in self.admin_cors_origins.split(",") if o.strip()]
 
     @property
     def serves_https(self) -> bool:

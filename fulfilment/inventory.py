@@ -80,6 +80,14 @@ def _lock_items(session: Session, variant_ids: Iterable[int]) -> dict[int, Stock
     return items
 
 
+def create_stock_item(session: Session, variant_id: int) -> StockItem:
+    """The (empty) stock row a new variant needs before anything can be reserved or received."""
+    item = StockItem(variant_id=variant_id)
+    session.add(item)
+    session.flush()
+    return item
+
+
 def available_quantities(session: Session, variant_ids: Iterable[int]) -> dict[int, int]:
     """What can still be sold now, per variant (0 for variants with no stock row)."""
     ids = list(set(variant_ids))

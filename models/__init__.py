@@ -1,13 +1,17 @@
 """SQLModel tables and the pure rules that belong to them. Imports no other Conveyor package."""
 
+from models.audit import AuditEntry, AuditHead
 from models.cart import Cart, CartLine
 from models.catalog import CatalogueVersion, Category, Product, Variant
 from models.inventory import BinStock, Location, Reservation, StockItem, StockMovement, Warehouse
 from models.messaging import Email, OutboxMessage, StripeEvent
 from models.orders import Order, OrderEvent, OrderLine, OrderStatus
 from models.payments import Payment, PaymentStatus
+from models.staff import LoginAttempt, StaffToken, StaffUser
 
 __all__ = [
+    "AuditEntry",
+    "AuditHead",
     "BinStock",
     "Cart",
     "CartLine",
@@ -15,6 +19,7 @@ __all__ = [
     "Category",
     "Email",
     "Location",
+    "LoginAttempt",
     "Order",
     "OrderEvent",
     "OrderLine",
@@ -24,6 +29,8 @@ __all__ = [
     "PaymentStatus",
     "Product",
     "Reservation",
+    "StaffToken",
+    "StaffUser",
     "StockItem",
     "StockMovement",
     "StripeEvent",

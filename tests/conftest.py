@@ -21,6 +21,7 @@ from conveyor.db import Database
 from conveyor.local_services import start_localstripe, start_redis
 from conveyor.migrate import upgrade
 from conveyor.settings import Settings
+from models.audit import GENESIS_HASH
 from tests.helpers import free_port
 
 ADMIN_DATABASE_URL = os.environ.get(
@@ -125,6 +126,8 @@ def truncate_all(database: Database) -> None:
         conn.execute(text(
             "INSERT INTO catalogue_version (id, version, changed_at) VALUES (1, :v, now())"
         ), {"v": time.time_ns() // 1000})
+        conn.execute(text("INSERT INTO audit_head (id, last_id, last_hash) "
+                          "VALUES (1, 0, :genesis)"), {"genesis": GENESIS_HASH})
 
 
 @pytest.fixture

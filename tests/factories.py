@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+import pyotp
 from sqlmodel import select
 
 from conveyor.db import Database
@@ -120,3 +121,32 @@ def make_pending_order(db: Database, *, email: str = "shopper@example.com",
         uow.session.add(order)
         uow.flush()
         return order.id
+
+
+@dataclass(frozen=True)
+class MadeStaff:
+    email: str
+    password: str
+    roles: list[str]
+    totp_secret: str | None
+
+    def totp_code(self) -> str:
+        assert self.totp_secret is not None
+        return pyotp.TOTP(self.totp_secret).now()
+
+
+def make_staff(db: Database, *roles: str, email: str | None = None,
+               password: str = "correct horse battery", enrolled: bool = True) -> MadeStaff:
+    """A staff user; admins get a confirmed TOTP secret unless `enrolled` is False."""
+    from admin import identity
+    from conveyor import audit
+
+    email = email or f"staff{next(_counter)}@conveyor.test"
+    with db.unit_of_work() as uow:
+        user = identity.create_staff(uow=uow, email=email, roles=list(roles), password=password,
+                                     actor=audit.Actor(email="test"))
+        if user.needs_second_factor and enrolled:
+            user.totp_secret = pyotp.random_base32()
+            user.totp_confirmed = True
+        secret = user.totp_secret
+    return MadeStaff(email, password, list(roles), secret)

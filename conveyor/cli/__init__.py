@@ -11,12 +11,15 @@ import sys
 
 import typer
 
+from conveyor.cli.staff import audit_app, staff_app
 from conveyor.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Conveyor: a self-hosted shop, from storefront to back office.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
+app.add_typer(staff_app, name="staff")
+app.add_typer(audit_app, name="audit")
 
 
 def _settings() -> Settings:
@@ -58,6 +61,22 @@ def storefront(
     settings = _settings()
     uvicorn.run("storefront.app:app_from_env", factory=True,
                 host=host or settings.storefront_host, port=port or settings.storefront_port,
+                workers=workers, proxy_headers=True, access_log=False,
+                log_level=settings.log_level.lower())
+
+
+@app.command("admin")
+def admin(
+    host: str = typer.Option(None, help="Default: ADMIN_HOST."),
+    port: int = typer.Option(None, help="Default: ADMIN_PORT."),
+    workers: int = typer.Option(1, help="Web server processes."),
+) -> None:
+    """Serve the staff JSON API with uvicorn (OpenAPI at /api/openapi.json)."""
+    import uvicorn
+
+    settings = _settings()
+    uvicorn.run("admin.app:app_from_env", factory=True,
+                host=host or settings.admin_host, port=port or settings.admin_port,
                 workers=workers, proxy_headers=True, access_log=False,
                 log_level=settings.log_level.lower())
 

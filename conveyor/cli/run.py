@@ -15,8 +15,12 @@ from pathlib import Path
 
 import typer
 from honcho.manager import Manager
+from sqlmodel import select
 
+from admin import identity
+from conveyor import audit
 from conveyor.cli.demo_data import catalogue_is_empty, load_demo_data
+from conveyor.db import Database
 from conveyor.local_services import (
     port_open,
     redis_answers,
@@ -26,6 +30,9 @@ from conveyor.local_services import (
 )
 from conveyor.migrate import upgrade
 from conveyor.settings import Settings
+from models.staff import Role, StaffUser
+
+DEMO_ADMIN = "admin@conveyor.localhost"
 
 
 def _local_stripe_env(settings: Settings) -> dict[str, str]:
@@ -52,6 +59,7 @@ def run_everything(settings: Settings) -> None:
     if catalogue_is_empty(settings):
         typer.echo("conveyor: loading the demo catalogue (first run)")
         typer.echo(load_demo_data(settings))
+    staff_login = ensure_demo_admin(settings)
     settings.session_secret  # noqa: B018  (created once here, before processes race for it)
 
     try:
@@ -75,11 +83,12 @@ def run_everything(settings: Settings) -> None:
                              stripe_env["STRIPE_WEBHOOK_SECRET"])
             env.update(stripe_env)
 
-        _banner(settings, stripe_local=settings.stripe_secret_key is None)
+        _banner(settings, stripe_local=settings.stripe_secret_key is None,
+                staff_login=staff_login)
         manager = Manager()
         conveyor = f"{Path(sys.executable).parent / 'conveyor'}"
-        for name, command in (("storefront", "storefront"), ("worker", "worker"),
-                              ("relay", "relay")):
+        for name, command in (("storefront", "storefront"), ("admin", "admin"),
+                              ("worker", "worker"), ("relay", "relay")):
             manager.add_process(name, f"{conveyor} {command}", env=env)
         manager.loop()
         raise typer.Exit(manager.returncode or 0)
@@ -92,13 +101,32 @@ def run_everything(settings: Settings) -> None:
                 process.kill()
 
 
-def _banner(settings: Settings, *, stripe_local: bool) -> None:
+def ensure_demo_admin(settings: Settings) -> str:
+    """Create the demo's admin on the first run; the password is shown this once only."""
+    db = Database.from_settings(settings, pool_size=1)
+    try:
+        with db.unit_of_work() as uow:
+            if uow.session.exec(select(StaffUser.id)).first() is not None:
+                return (f"{DEMO_ADMIN} (password shown on the first run; "
+                        f"new one: conveyor staff password {DEMO_ADMIN})")
+            password = identity.generate_password()
+            identity.create_staff(uow=uow, email=DEMO_ADMIN, roles=[Role.ADMIN],
+                                  password=password, actor=audit.Actor(email="conveyor run"))
+    finally:
+        db.dispose()
+    return f"{DEMO_ADMIN} / {password}   (shown once; TOTP enrolment at first login)"
+
+
+def _banner(settings: Settings, *, stripe_local: bool, staff_login: str) -> None:
     stripe = (f"localstripe on http://127.0.0.1:{settings.localstripe_port} "
               "(test card 4242 4242 4242 4242)" if stripe_local else settings.stripe_api_base)
     lines = [
         "",
         "  Conveyor is starting:",
         f"    storefront   {settings.base_url}",
+        f"    admin API    http://{settings.admin_host}:{settings.admin_port}/api "
+        "(OpenAPI: /api/openapi.json)",
+        f"    staff login  {staff_login}",
         f"    database     {settings.effective_database_url}",
         f"    redis        {settings.redis_url}",
         f"    stripe       {stripe}",
