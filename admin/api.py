@@ -22,6 +22,7 @@ from typing import Annotated, Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.json_schema import models_json_schema
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -195,6 +196,10 @@ async def _handle(endpoint: Endpoint, request: Request) -> Response:
         result = await run_in_threadpool(endpoint.handler, ctx, **kwargs)
     except ApiError as exc:
         return error_response(exc)
+    except IntegrityError:
+        # The checks in services came first; this is two requests racing for one unique value.
+        return error_response(ApiError(409, "conflict", "This conflicts with data written "
+                                       "just now by another request; reload and try again."))
     except DomainError as exc:
         return error_response(from_domain_error(exc))
     if isinstance(result, Response):
@@ -232,8 +237,21 @@ def _authorise(
     raise denied
 
 
+NUL_MARKERS = (b"\x00", b"%00", b"\\u0000")
+
+
+def _refuse_nul(raw: bytes, where: str) -> None:
+    """Text columns cannot hold NUL bytes; refuse them at the door instead of failing later."""
+    if any(marker in raw for marker in NUL_MARKERS):
+        raise ApiError(422, "invalid_input", "Text must not contain NUL characters.",
+                       {"fields": [{"loc": [where], "message": "contains a NUL character",
+                                    "type": "nul_character"}]})
+
+
 async def _parse(endpoint: Endpoint, request: Request) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
+    _refuse_nul(request.scope.get("query_string", b""), "query")
+    _refuse_nul(request.scope.get("path", "").encode("utf-8", "surrogateescape"), "path")
     for name, annotation in endpoint.path_params.items():
         try:
             kwargs[name] = TypeAdapter(annotation).validate_python(request.path_params[name])
@@ -244,6 +262,7 @@ async def _parse(endpoint: Endpoint, request: Request) -> dict[str, Any]:
     body = await request.body() if endpoint.method in WRITE_METHODS else b""
     if len(body) > MAX_BODY_BYTES:
         raise ApiError(413, "too_large", "The request body is too large.")
+    _refuse_nul(body, "body")
     if body.strip():
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":

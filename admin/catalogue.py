@@ -36,8 +36,12 @@ def bump_catalogue_version(session: Session) -> None:
     row.changed_at = utcnow()
 
 
-def slugify(text: str) -> str:
-    return "-".join(re.sub(r"[^a-z0-9]+", " ", text.lower()).split())[:120]
+def slugify(text: str, *, max_length: int) -> str:
+    slug = "-".join(re.sub(r"[^a-z0-9]+", " ", text.lower()).split())[:max_length].strip("-")
+    if not slug:
+        raise InvalidCatalogue("Give a slug: the name has no letters or digits to make one.",
+                               details={"fields": [{"loc": ["slug"], "message": "required"}]})
+    return slug
 
 
 def _category(session: Session, category_id: int) -> Category:
@@ -66,7 +70,7 @@ def _unique(session: Session, model: Any, column: Any, value: str, what: str,
 def create_category(*, uow: UnitOfWork, actor: audit.Actor, name: str, slug: str | None,
                     description: str, position: int) -> Category:
     session = uow.session
-    slug = slug or slugify(name)
+    slug = slug or slugify(name, max_length=80)
     _unique(session, Category, Category.slug, slug, "slug")
     category = Category(slug=slug, name=name, description=description, position=position)
     session.add(category)
@@ -119,7 +123,7 @@ def create_product(*, uow: UnitOfWork, actor: audit.Actor, name: str, slug: str 
                    variants: list[VariantFields]) -> tuple[Product, list[Variant]]:
     session = uow.session
     _category(session, category_id)
-    slug = slug or slugify(name)
+    slug = slug or slugify(name, max_length=120)
     _unique(session, Product, Product.slug, slug, "slug")
     skus = [v.sku for v in variants]
     if len(set(skus)) != len(skus):

@@ -14,7 +14,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index
+from sqlalchemy import JSON, BigInteger, Index
 from sqlmodel import Field, SQLModel
 
 from models.base import utc_column, utcnow
@@ -30,7 +30,7 @@ class AuditEntry(SQLModel, table=True):
         Index("ix_audit_entry_target", "target_type", "target_id"),
     )
 
-    id: int = Field(primary_key=True)
+    id: int = Field(primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False})
     at: datetime = utc_column(default_factory=utcnow, index=True)
     actor_id: uuid.UUID | None = None
     actor_email: str = Field(default="", max_length=254)
@@ -51,7 +51,7 @@ class AuditHead(SQLModel, table=True):
     __tablename__ = "audit_head"
 
     id: int = Field(default=1, primary_key=True)
-    last_id: int = 0
+    last_id: int = Field(default=0, sa_type=BigInteger)
     last_hash: str = Field(default=GENESIS_HASH, max_length=64)
 
 

@@ -19,7 +19,7 @@ from conveyor.settings import PROJECT_ROOT, Settings
 from conveyor.stripe_gateway import StripeGateway
 from conveyor.templating import create_environment
 from storefront.catalogue import CatalogueCache
-from storefront.security import CSRFMiddleware, SecurityHeadersMiddleware
+from storefront.security import CSRFMiddleware, RejectNulMiddleware, SecurityHeadersMiddleware
 from storefront.views import cart, catalogue, checkout, orders, webhooks
 from storefront.web import render
 
@@ -89,6 +89,7 @@ def create_app(
         routes=routes(settings),
         middleware=[
             Middleware(SecurityHeadersMiddleware, settings=settings),
+            Middleware(RejectNulMiddleware),
             Middleware(SessionMiddleware, secret_key=settings.session_secret,
                        session_cookie="conveyor_session", max_age=14 * 24 * 3600,
                        same_site="lax", https_only=settings.serves_https),

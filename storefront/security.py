@@ -80,6 +80,32 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+NUL_MARKERS = (b"\x00", b"%00")
+
+
+def _bad_request() -> HTMLResponse:
+    return HTMLResponse("<!doctype html><meta charset=utf-8><title>Bad request</title>"
+                        "<h1>We could not read that request</h1>"
+                        "<p>It contains characters that have no place in a web address or "
+                        "form. <a href=\"/\">Back to the shop</a></p>", status_code=400)
+
+
+class RejectNulMiddleware:
+    """NUL characters cannot be stored in text columns; refuse them in URLs at the door."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            raw = scope.get("query_string", b"") + scope.get("path", "").encode(
+                "utf-8", "surrogateescape")
+            if any(marker in raw for marker in NUL_MARKERS):
+                await _bad_request()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _forbidden(reason: str) -> HTMLResponse:
     body = (
         "<!doctype html><meta charset=utf-8><title>Form expired</title>"
@@ -119,6 +145,9 @@ class CSRFMiddleware:
             if too_large:
                 response = HTMLResponse("<h1>That form is too large</h1>", status_code=413)
                 await response(scope, receive, send)
+                return
+            if any(marker in body for marker in NUL_MARKERS):
+                await _bad_request()(scope, receive, send)
                 return
             supplied = _field(body, CSRF_FIELD)
         if not expected or not supplied or not secrets.compare_digest(str(expected), supplied):

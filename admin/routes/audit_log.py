@@ -25,7 +25,7 @@ class AuditQuery(Schema):
     outcome: str | None = Field(default=None, max_length=20)
     at_from: AwareDatetime | None = None
     at_to: AwareDatetime | None = None
-    before_id: int | None = Field(default=None, ge=1, le=2**62,
+    before_id: int | None = Field(default=None, ge=1, le=2**63 - 1,
                                   description="Cursor: entries older than this id.")
     limit: int = Field(default=100, ge=1, le=500)
 

@@ -45,6 +45,21 @@ def live_storefront(settings: Settings, tmp_path_factory: pytest.TempPathFactory
         stop_process(process)
 
 
+@pytest.fixture(scope="session")
+def live_admin(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The admin API served by uvicorn in its own process, as `conveyor admin` runs it."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("admin") / "admin.log"
+    process = start_process(conveyor_command("admin", "--port", str(port)),
+                            process_env(settings), log)
+    try:
+        wait_for(lambda: _answers(f"{base}/api/openapi.json"), timeout=30, what="the admin API")
+        yield base
+    finally:
+        stop_process(process)
+
+
 @pytest.fixture
 def start_pipeline(
     tmp_path: Path,

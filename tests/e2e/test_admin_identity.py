@@ -108,7 +108,7 @@ def test_disabling_a_user_ends_their_sessions(client, db):
 def test_api_tokens_carry_only_the_roles_asked_for_and_expire(client, db):
     staff = make_staff(db, "finance", "stock")
     with db.unit_of_work() as uow:
-        plain, token = identity.issue_api_token(uow=uow, email=staff.email, roles=["stock"],
+        plain, _ = identity.issue_api_token(uow=uow, email=staff.email, roles=["stock"],
                                                 days=7, label="label printer",
                                                 actor=audit.Actor(email="t"))
     me = client.get("/api/auth/me", headers=bearer(plain)).json()

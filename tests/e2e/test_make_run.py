@@ -44,11 +44,12 @@ def _csrf(html: str) -> str:
 
 
 def test_conveyor_run_starts_a_shop_that_takes_an_order_and_reuses_it_next_time(tmp_path: Path):
-    web, redis_port, stripe_port = free_port(), free_port(), free_port()
+    web, admin, redis_port, stripe_port = free_port(), free_port(), free_port(), free_port()
     base = f"http://127.0.0.1:{web}"
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("STRIPE_", "DATABASE_URL", "REDIS_URL", "SMTP_"))}
     env.update({"VAR_DIR": str(tmp_path / "var"), "STOREFRONT_PORT": str(web),
+                "ADMIN_PORT": str(admin),
                 "BASE_URL": base, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
                 "LOCALSTRIPE_PORT": str(stripe_port), "LOG_LEVEL": "WARNING"})
     log = tmp_path / "run.log"
@@ -60,6 +61,12 @@ def test_conveyor_run_starts_a_shop_that_takes_an_order_and_reuses_it_next_time(
         assert base in output and "loading the demo catalogue" in output
         assert "starting one for this session" in output  # no Redis answered: it made one
         assert port_open("127.0.0.1", redis_port) and port_open("127.0.0.1", stripe_port)
+        login = re.search(r"staff login\s+(\S+) / (\S+)", output)
+        assert login, output
+        wait_for(lambda: port_open("127.0.0.1", admin), timeout=30, what="the admin API")
+        first = httpx.post(f"http://127.0.0.1:{admin}/api/auth/login",
+                           json={"email": login.group(1), "password": login.group(2)})
+        assert first.status_code == 200 and first.json()["totp_enrolment_required"]
 
         with httpx.Client(base_url=base, follow_redirects=True, timeout=30) as shopper:
             assert "Cast Iron Skillet" in shopper.get("/c/kitchen").text
@@ -97,6 +104,7 @@ def test_conveyor_run_starts_a_shop_that_takes_an_order_and_reuses_it_next_time(
     try:
         wait_for(lambda: port_open("127.0.0.1", web), timeout=90, what="the second start")
         assert log.read_text().count("loading the demo catalogue") == 1
+        assert log.read_text().count("(shown once;") == 1  # the password is not shown again
         with db.read_session() as session:
             assert session.exec(select(func.count()).select_from(Product)).one() == 48
     finally:
