@@ -18,9 +18,17 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Annotated, Any, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic.json_schema import models_json_schema
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
@@ -46,6 +54,21 @@ SPECIAL_ACCESS = (PUBLIC, AUTHENTICATED, ENROLMENT)
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_BODY_BYTES = 1024 * 1024
 DbId = Annotated[int, Field(ge=1, le=2_147_483_647)]  # an integer primary key in a path
+MAX_CENTS = 2_147_483_647  # the largest amount an INTEGER column holds
+_EARLIEST, _LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+
+
+def _utc_time(moment: datetime) -> datetime:
+    """A time with an offset (whose midnight would a naive one be?) that the database can
+    keep: one that still exists once moved to UTC."""
+    if moment.tzinfo is None:
+        raise ValueError("times need a UTC offset, e.g. 2026-11-23T00:00:00Z")
+    if not _EARLIEST <= moment <= _LATEST:
+        raise ValueError("times must lie between the years 1 and 9999 in UTC")
+    return moment
+
+
+UtcTime = Annotated[datetime, AfterValidator(_utc_time)]
 
 
 class Schema(BaseModel):

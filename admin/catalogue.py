@@ -40,7 +40,8 @@ def slugify(text: str, *, max_length: int) -> str:
     slug = "-".join(re.sub(r"[^a-z0-9]+", " ", text.lower()).split())[:max_length].strip("-")
     if not slug:
         raise InvalidCatalogue("Give a slug: the name has no letters or digits to make one.",
-                               details={"fields": [{"loc": ["slug"], "message": "required"}]})
+                               details={"fields": [{"loc": ["slug"], "message": "required",
+                                                    "type": "missing"}]})
     return slug
 
 
@@ -92,22 +93,25 @@ class VariantFields:
 
 
 def check_sale(price: int, sale_price: int | None, starts: datetime | None,
-               ends: datetime | None) -> None:
-    """The same rules as the table's CHECK constraints, as readable messages."""
+               ends: datetime | None, *, loc: tuple[str, ...] = ()) -> None:
+    """The same rules as the table's CHECK constraints, as readable messages; `loc` says
+    where in the request the variant is (e.g. ("variants", "1"))."""
     if sale_price is not None and sale_price >= price:
         raise InvalidCatalogue("A sale price must be below the price.",
-                               details={"fields": [{"loc": ["sale_price_cents"],
-                                                    "message": "must be below price_cents"}]})
+                               details={"fields": [{"loc": [*loc, "sale_price_cents"],
+                                                    "message": "must be below price_cents",
+                                                    "type": "value_error"}]})
     if starts is not None and ends is not None and starts >= ends:
         raise InvalidCatalogue("A sale must end after it starts.",
-                               details={"fields": [{"loc": ["sale_ends_at"],
-                                                    "message": "must be after sale_starts_at"}]})
+                               details={"fields": [{"loc": [*loc, "sale_ends_at"],
+                                                    "message": "must be after sale_starts_at",
+                                                    "type": "value_error"}]})
 
 
 def _add_variant(session: Session, product: Product, fields: VariantFields,
-                 position: int) -> Variant:
+                 position: int, loc: tuple[str, ...] = ()) -> Variant:
     check_sale(fields.price_cents, fields.sale_price_cents, fields.sale_starts_at,
-               fields.sale_ends_at)
+               fields.sale_ends_at, loc=loc)
     _unique(session, Variant, Variant.sku, fields.sku, "sku")
     assert product.id is not None
     variant = Variant(product_id=product.id, position=position, **fields.__dict__)
@@ -132,7 +136,8 @@ def create_product(*, uow: UnitOfWork, actor: audit.Actor, name: str, slug: str 
                       image_path=image_path)
     session.add(product)
     session.flush()
-    made = [_add_variant(session, product, fields, i) for i, fields in enumerate(variants)]
+    made = [_add_variant(session, product, fields, i, loc=("variants", str(i)))
+            for i, fields in enumerate(variants)]
     bump_catalogue_version(session)
     audit.record(session, actor, "catalogue.product_create", target_type="product",
                  target_id=str(product.id),

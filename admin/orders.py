@@ -83,12 +83,14 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, uuid.UUID]:
         value: Any = raw["v"]
         if key == "created_at":
             value = datetime.fromisoformat(value)
+            if value.tzinfo is None:
+                raise ValueError("a time without a UTC offset")
         elif key == "total_cents":
             value = int(value)
         else:
             value = str(value)
-        return value, uuid.UUID(raw["i"])
-    except (ValueError, KeyError, TypeError) as exc:
+        return value, uuid.UUID(str(raw["i"]))
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
         raise InvalidCursor("This cursor is not valid for this list; start again without it.",
                             details={"reason": str(exc)}) from None
 
@@ -143,7 +145,7 @@ def export_csv(db: Database, f: OrderFilter, *, batch: int = 500) -> Iterator[st
 def _csv_value(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value  # no formulas for spreadsheet programs (CSV injection)
     return value
 

@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import ORMExecuteState, sessionmaker
 from sqlmodel import Session
 
 from conveyor.settings import Settings
@@ -58,6 +58,18 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
                          pool_pre_ping=True, pool_recycle=1800)
 
 
+class ConveyorSession(Session):
+    """A session in which every row read under a lock (FOR UPDATE) is read afresh."""
+
+
+@event.listens_for(ConveyorSession, "do_orm_execute")
+def _refresh_locked_rows(state: ORMExecuteState) -> None:
+    # Without this, an object already in the session keeps the values read before the lock
+    # was taken, and a service would decide on a stale row while believing it holds it.
+    if state.is_select and getattr(state.statement, "_for_update_arg", None) is not None:
+        state.update_execution_options(populate_existing=True)
+
+
 class UnitOfWork:
     """One database transaction. Commits on a clean exit, rolls back on an exception."""
 
@@ -95,9 +107,11 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.engine = create_db_engine(url, pool_size=pool_size)
-        self._sessions = sessionmaker(self.engine, class_=Session, expire_on_commit=False)
+        self._sessions = sessionmaker(self.engine, class_=ConveyorSession,
+                                      expire_on_commit=False)
         self._read_sessions = sessionmaker(
-            self.engine.execution_options(read_only=True), class_=Session, expire_on_commit=False
+            self.engine.execution_options(read_only=True), class_=ConveyorSession,
+            expire_on_commit=False,
         )
 
     @classmethod

@@ -45,7 +45,7 @@ def cancel_order(
 ) -> Cancellation:
     """Cancel (or reject) an order not yet shipped. Locks the order, then its payments."""
     session = uow.session
-    order = session.get(Order, order_id, with_for_update=True)
+    order = session.get(Order, order_id, with_for_update=True)  # fresh: see ConveyorSession
     if order is None:
         raise NotFound("No such order.")
     if not can_transition(order.status, target):

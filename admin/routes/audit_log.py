@@ -6,10 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
-from admin.api import Api, Context, Schema
+from admin.api import Api, Context, Schema, UtcTime
 from models.audit import AuditEntry
 from models.staff import Permission
 
@@ -23,8 +23,8 @@ class AuditQuery(Schema):
     target_type: str | None = Field(default=None, max_length=40)
     target_id: str | None = Field(default=None, max_length=120)
     outcome: str | None = Field(default=None, max_length=20)
-    at_from: AwareDatetime | None = None
-    at_to: AwareDatetime | None = None
+    at_from: UtcTime | None = None
+    at_to: UtcTime | None = None
     before_id: int | None = Field(default=None, ge=1, le=2**63 - 1,
                                   description="Cursor: entries older than this id.")
     limit: int = Field(default=100, ge=1, le=500)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from admin import catalogue as cat
-from admin.api import Api, Context, DbId, Schema
+from admin.api import Api, Context, DbId, Schema, UtcTime
 from models.catalog import Category, Product, Variant
 from models.staff import Permission
 
@@ -43,8 +43,8 @@ class VariantIn(Schema):
     name: str = Field(min_length=1, max_length=120)
     price_cents: int = Field(ge=0, le=MAX_PRICE)
     sale_price_cents: int | None = Field(default=None, ge=0, le=MAX_PRICE)
-    sale_starts_at: AwareDatetime | None = None
-    sale_ends_at: AwareDatetime | None = None
+    sale_starts_at: UtcTime | None = None
+    sale_ends_at: UtcTime | None = None
 
     def fields(self) -> cat.VariantFields:
         return cat.VariantFields(**self.model_dump())
@@ -54,8 +54,8 @@ class VariantPatch(Schema):
     name: str | None = Field(default=None, min_length=1, max_length=120)
     price_cents: int | None = Field(default=None, ge=0, le=MAX_PRICE)
     sale_price_cents: int | None = Field(default=None, ge=0, le=MAX_PRICE)
-    sale_starts_at: AwareDatetime | None = None
-    sale_ends_at: AwareDatetime | None = None
+    sale_starts_at: UtcTime | None = None
+    sale_ends_at: UtcTime | None = None
     active: bool | None = None
 
     @model_validator(mode="after")
