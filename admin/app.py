@@ -6,6 +6,7 @@ import logging
 import re
 import uuid
 
+import redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -17,12 +18,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from admin.api import Api, openapi_document
 from admin.errors import ApiError, error_response
-from admin.routes import audit_log, auth, catalogue, orders
+from admin.routes import audit_log, auth, catalogue, middle_office, orders
 from conveyor.db import Database
 from conveyor.settings import Settings
 
 log = logging.getLogger("admin")
-API = Api.merge(auth.api, orders.api, catalogue.api, audit_log.api)
+API = Api.merge(auth.api, orders.api, middle_office.api, catalogue.api, audit_log.api)
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 HEADERS = {
     "x-content-type-options": "nosniff",
@@ -103,6 +104,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
     app.state.settings = settings
     app.state.db = db or Database.from_settings(settings)
     app.state.openapi = document
+    app.state.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5,
+                                           socket_connect_timeout=2)
     return app
 
 

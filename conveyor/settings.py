@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     mail_from: str = "Conveyor Shop <shop@conveyor.localhost>"
 
+    review_deadline_hours: float = 24
+    authorization_warning_hours: float = 48
     reservation_minutes: int = 15
     low_stock_threshold: int = 5
     max_line_quantity: int = 20

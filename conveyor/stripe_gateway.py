@@ -54,11 +54,17 @@ class IntentSnapshot:
     card_brand: str = ""
     card_last4: str = ""
     card_fingerprint: str = ""
+    card_country: str = ""
+    cvc_check: str = ""
+    postal_check: str = ""
+    risk_level: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IntentSnapshot:
         error = data.get("last_payment_error") or {}
         card = _card_of(data)
+        checks = card.get("checks") or {}
+        outcome = _charge_of(data).get("outcome") or {}
         return cls(
             id=data["id"],
             status=data["status"],
@@ -71,15 +77,26 @@ class IntentSnapshot:
             card_brand=str(card.get("brand") or ""),
             card_last4=str(card.get("last4") or ""),
             card_fingerprint=str(card.get("fingerprint") or ""),
+            card_country=str(card.get("country") or "").upper()[:2],
+            cvc_check=str(checks.get("cvc_check") or card.get("cvc_check") or ""),
+            postal_check=str(checks.get("address_postal_code_check")
+                             or card.get("address_zip_check") or ""),
+            risk_level=str(outcome.get("risk_level") or ""),
         )
 
 
-def _card_of(intent: dict[str, Any]) -> dict[str, Any]:
-    """The card facts from the intent's latest charge, wherever this API version keeps them."""
+def _charge_of(intent: dict[str, Any]) -> dict[str, Any]:
+    """The intent's latest charge, wherever this API version keeps it (or {})."""
     charge = intent.get("latest_charge")
     if not isinstance(charge, dict):
         charges = (intent.get("charges") or {}).get("data") or []
         charge = charges[-1] if charges else {}
+    return charge if isinstance(charge, dict) else {}
+
+
+def _card_of(intent: dict[str, Any]) -> dict[str, Any]:
+    """The card facts from the intent's latest charge, wherever this API version keeps them."""
+    charge = _charge_of(intent)
     details = (charge.get("payment_method_details") or {}).get("card")
     if isinstance(details, dict):
         return details
@@ -134,6 +151,13 @@ class StripeGateway:
     def retrieve_intent(self, intent_id: str) -> IntentSnapshot:
         intent = self._call(self.client.v1.payment_intents.retrieve, intent_id,
                             params={"expand": ["latest_charge"]})
+        return self._snapshot(intent)
+
+    def capture_intent(self, intent_id: str, *, idempotency_key: str) -> IntentSnapshot:
+        """Take the authorised amount (manual capture)."""
+        intent = self._call(self.client.v1.payment_intents.capture, intent_id,
+                            params={"expand": ["latest_charge"]},
+                            options={"idempotency_key": idempotency_key})
         return self._snapshot(intent)
 
     def cancel_intent(self, intent_id: str, *, idempotency_key: str) -> IntentSnapshot:

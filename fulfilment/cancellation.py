@@ -19,7 +19,7 @@ from conveyor.db import UnitOfWork
 from conveyor.errors import DomainError, NotFound
 from conveyor.mail import queue_email
 from conveyor.settings import Settings
-from fulfilment.inventory import release_reservations
+from fulfilment.inventory import release_allocations, release_reservations
 from fulfilment.payments import UNSETTLED
 from models.base import utcnow
 from models.orders import Order, OrderStatus, can_transition, transition
@@ -53,7 +53,8 @@ def cancel_order(
                            f"{target.replace('_', ' ')}.", details={"status": order.status})
     previous = order.status
     session.add(transition(order, target, actor=actor, reason=reason, at=utcnow()))
-    units = release_reservations(uow=uow, order_id=order.id, reason=reason, actor=actor)
+    units = (release_reservations(uow=uow, order_id=order.id, reason=reason, actor=actor)
+             + release_allocations(uow=uow, order_id=order.id, reason=reason, actor=actor))
     payments = list(session.exec(select(Payment).where(Payment.order_id == order.id)
                                  .order_by(col(Payment.attempt)).with_for_update()))
     to_void = [p for p in payments

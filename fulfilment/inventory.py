@@ -23,7 +23,10 @@ from conveyor.db import UnitOfWork
 from conveyor.errors import DomainError
 from models.base import utcnow
 from models.inventory import (
+    Allocation,
+    AllocationStatus,
     BinStock,
+    Location,
     MovementKind,
     Reservation,
     ReservationStatus,
@@ -253,6 +256,14 @@ def verify_ledger(session: Session) -> list[LedgerMismatch]:
             .group_by(col(Reservation.variant_id))
         )
     }
+    set_aside = {
+        row[0]: row[1]
+        for row in session.exec(
+            select(Allocation.variant_id, func.sum(Allocation.quantity))
+            .where(Allocation.status == AllocationStatus.ALLOCATED)
+            .group_by(col(Allocation.variant_id))
+        )
+    }
     problems: list[LedgerMismatch] = []
     for item in session.exec(select(StockItem).order_by(col(StockItem.variant_id))):
         on_hand, allocated, reserved = (int(v or 0) for v in ledger.get(item.variant_id, (0, 0, 0)))
@@ -264,6 +275,7 @@ def verify_ledger(session: Session) -> list[LedgerMismatch]:
             ("on_hand in bins", item.on_hand, bin_on_hand),
             ("allocated in bins", item.allocated, bin_allocated),
             ("live reservations", item.reserved, int(live.get(item.variant_id, 0))),
+            ("live allocations", item.allocated, int(set_aside.get(item.variant_id, 0))),
         ]
         problems.extend(
             LedgerMismatch(item.variant_id, name, counter, expected)
@@ -271,3 +283,136 @@ def verify_ledger(session: Session) -> list[LedgerMismatch]:
             if counter != expected
         )
     return problems
+
+
+# -- Allocation: reserved units become units set aside in bins --------------------------------
+
+
+@dataclass(frozen=True)
+class BinPick:
+    variant_id: int
+    location_id: int
+    warehouse_id: int
+    quantity: int
+
+
+def plan_allocation(
+    wanted: dict[int, int], free: dict[int, list[tuple[int, int, int, int]]],
+) -> list[BinPick]:
+    """Where to take each line from. Pure; `free` maps a variant to its bins as
+    (warehouse id, pick sequence, location id, free units).
+
+    The rule: a warehouse that can ship the whole order is used alone (the one with the
+    lowest id if several can); otherwise each line is filled from the warehouses in order of
+    how many whole lines they can fill (then by id), so the order splits as little as
+    possible. Within a warehouse, bins are taken in pick-sequence order.
+    """
+    warehouses = sorted({w for bins in free.values() for (w, _, _, _) in bins})
+
+    def units_in(warehouse: int, variant: int) -> int:
+        return sum(units for (w, _, _, units) in free.get(variant, []) if w == warehouse)
+
+    covering = [w for w in warehouses
+                if all(units_in(w, v) >= q for v, q in wanted.items())]
+    if covering:
+        order_of_warehouses = [covering[0]]
+    else:
+        order_of_warehouses = sorted(
+            warehouses, key=lambda w: (-sum(units_in(w, v) >= q for v, q in wanted.items()), w))
+    picks: list[BinPick] = []
+    for variant, quantity in sorted(wanted.items()):
+        remaining = quantity
+        for warehouse in order_of_warehouses:
+            bins = sorted((seq, loc, units) for (w, seq, loc, units) in free.get(variant, [])
+                          if w == warehouse)
+            for _, location, units in bins:
+                take = min(units, remaining)
+                if take > 0:
+                    picks.append(BinPick(variant, location, warehouse, take))
+                    remaining -= take
+                if remaining == 0:
+                    break
+            if remaining == 0:
+                break
+        if remaining:
+            raise InsufficientStock([Shortage(variant, quantity, quantity - remaining)])
+    return picks
+
+
+def allocate_order_stock(*, uow: UnitOfWork, order_id: uuid.UUID,
+                         actor: str = "worker:allocation") -> list[BinPick]:
+    """Turn the order's live reservations into allocations in bins (see `plan_allocation`).
+
+    Locks the stock rows in primary-key order, then the bins involved. Idempotent: an order
+    with no live reservations left allocates nothing.
+    """
+    session = uow.session
+    held = _live_reservations(session, order_id)
+    if not held:
+        return []
+    items = _lock_items(session, [r.variant_id for r in held])
+    held = _live_reservations(session, order_id)
+    wanted: dict[int, int] = defaultdict(int)
+    for reservation in held:
+        wanted[reservation.variant_id] += reservation.quantity
+    rows = list(session.exec(
+        select(BinStock, Location)
+        .join(Location, col(Location.id) == BinStock.location_id)
+        .where(col(BinStock.variant_id).in_(list(wanted)))
+        .order_by(col(BinStock.id))
+        .with_for_update(of=BinStock)
+    ))
+    bins = {(b.variant_id, b.location_id): b for b, _ in rows}
+    free: dict[int, list[tuple[int, int, int, int]]] = defaultdict(list)
+    for bin_stock, location in rows:
+        units = bin_stock.on_hand - bin_stock.allocated
+        if units > 0 and location.id is not None:
+            free[bin_stock.variant_id].append(
+                (location.warehouse_id, location.pick_sequence, location.id, units))
+    picks = plan_allocation(dict(wanted), dict(free))
+    now = utcnow()
+    for reservation in held:
+        reservation.status = ReservationStatus.CONVERTED
+        reservation.released_at = now
+    for pick in picks:
+        item = items[pick.variant_id]
+        item.reserved -= pick.quantity
+        item.allocated += pick.quantity
+        bins[(pick.variant_id, pick.location_id)].allocated += pick.quantity
+        session.add(Allocation(order_id=order_id, variant_id=pick.variant_id,
+                               location_id=pick.location_id, quantity=pick.quantity))
+        session.add(StockMovement(variant_id=pick.variant_id, location_id=pick.location_id,
+                                  kind=MovementKind.ALLOCATE, allocated_delta=pick.quantity,
+                                  reserved_delta=-pick.quantity, reason="order approved",
+                                  actor=actor, document_type="order",
+                                  document_id=str(order_id)))
+    session.flush()
+    return picks
+
+
+def release_allocations(*, uow: UnitOfWork, order_id: uuid.UUID, reason: str,
+                        actor: str = "system") -> int:
+    """Give back what an order had set aside in bins (not yet picked); safe to call twice."""
+    session = uow.session
+    query = select(Allocation).where(Allocation.order_id == order_id,
+                                     Allocation.status == AllocationStatus.ALLOCATED)
+    allocations = list(session.exec(query))
+    if not allocations:
+        return 0
+    items = _lock_items(session, [a.variant_id for a in allocations])
+    allocations = list(session.exec(query.order_by(col(Allocation.id)).with_for_update()))
+    for allocation in allocations:
+        bin_stock = session.exec(select(BinStock).where(
+            BinStock.location_id == allocation.location_id,
+            BinStock.variant_id == allocation.variant_id).with_for_update()).one()
+        items[allocation.variant_id].allocated -= allocation.quantity
+        bin_stock.allocated -= allocation.quantity
+        allocation.status = AllocationStatus.RELEASED
+        session.add(StockMovement(variant_id=allocation.variant_id,
+                                  location_id=allocation.location_id,
+                                  kind=MovementKind.DEALLOCATE,
+                                  allocated_delta=-allocation.quantity, reason=reason,
+                                  actor=actor, document_type="order",
+                                  document_id=str(order_id)))
+    session.flush()
+    return sum(a.quantity for a in allocations)

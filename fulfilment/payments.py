@@ -134,6 +134,11 @@ def apply_intent(
         payment.card_brand = intent.card_brand[:20]
         payment.card_last4 = intent.card_last4[:4]
         payment.card_fingerprint = intent.card_fingerprint[:64]
+        payment.card_country = intent.card_country[:2]
+        payment.cvc_check = intent.cvc_check[:20]
+        payment.postal_check = intent.postal_check[:20]
+    if intent.risk_level:
+        payment.risk_level = intent.risk_level[:20]
     if target == PaymentStatus.FAILED:
         payment.failure_code = (intent.failure_code or "declined")[:64]
         payment.failure_message = intent.failure_message[:300]
@@ -263,6 +268,49 @@ def void_payment(
         result = apply_intent(uow=uow, intent=intent, env=env, settings=settings,
                               source="void")
     return result.payment_status == PaymentStatus.CANCELED
+
+
+def capture_order_payment(
+    *, db: Database, gateway: StripeGateway, env: Environment, settings: Settings,
+    order_id: uuid.UUID,
+) -> str:
+    """Capture an approved order's authorisation, then queue its allocation.
+
+    Safe to run twice or after a crash: the intent is read first and captured only while it
+    still waits for capture (with a key per payment, so Stripe itself also dedupes). If the
+    authorisation is gone (expired, voided), the order goes on hold for a person.
+    """
+    with db.read_session() as session:
+        order = session.get(Order, order_id)
+        payment = session.get(Payment, order.payment_id) if order and order.payment_id else None
+    if order is None or payment is None or payment.stripe_payment_intent_id is None:
+        return "nothing to capture"
+    if order.status not in (OrderStatus.APPROVED, OrderStatus.ALLOCATED):
+        return f"order is {order.status}"
+    intent = gateway.retrieve_intent(payment.stripe_payment_intent_id)
+    if intent.status == "requires_capture":
+        try:
+            intent = gateway.capture_intent(
+                intent.id, idempotency_key=f"conveyor:payment:{payment.id}:capture")
+        except PaymentProviderError:
+            intent = gateway.retrieve_intent(intent.id)  # captured meanwhile, or gone
+            if intent.status == "requires_capture":
+                raise  # Stripe did not answer: let the actor retry
+    with db.unit_of_work() as uow:
+        apply_intent(uow=uow, intent=intent, env=env, settings=settings, source="capture")
+        order = uow.session.get(Order, order_id, with_for_update=True)
+        assert order is not None
+        captured = uow.session.get(Payment, payment.id)
+        if captured is not None and captured.status == PaymentStatus.CAPTURED:
+            if order.status == OrderStatus.APPROVED:
+                outbox.enqueue(uow, "allocate_order", str(order.id))
+            return "captured"
+        if order.status == OrderStatus.APPROVED:
+            uow.session.add(transition(
+                order, OrderStatus.ON_HOLD, actor="worker:capture", at=utcnow(), public=False,
+                reason=f"The payment could not be captured (Stripe says {intent.status}); "
+                       "a person must decide."))
+        return f"not captured: {intent.status}"
 
 
 def refresh_payment(

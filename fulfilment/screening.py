@@ -1,34 +1,348 @@
-"""The middle office's door: every authorised order arrives here.
+"""The middle office: every authorised order is screened, explained and decided.
 
-For now it records the order's arrival; fraud and quality screening come in their own issue.
+`screen_order` gathers facts about the order (counts look back from its authorisation, and
+only at other orders), lets the rule set in force turn them into signals and a score, runs
+the quality checks, stores one `Screening` per order, and acts on the decision:
+approve -> the order is approved and its payment is queued for capture; review -> on hold for
+a reviewer; reject -> cancelled as rejected (authorisation voided, stock released, email).
+It locks the order and is idempotent: a second run finds the screening and does nothing.
 """
 
 from __future__ import annotations
 
+import statistics
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlmodel import select
+from jinja2 import Environment
+from sqlalchemy import func
+from sqlmodel import Session, col, select
 
+from conveyor import outbox
 from conveyor.db import UnitOfWork
+from conveyor.errors import DomainError, NotFound
+from conveyor.settings import Settings
+from fulfilment.cancellation import cancel_order
 from models.base import utcnow
-from models.orders import Order, OrderEvent, note
+from models.catalog import Product, Variant
+from models.contact import (
+    InvalidField,
+    normalise_email,
+    normalise_phone,
+    normalise_postal_code,
+)
+from models.orders import Order, OrderLine, OrderStatus, note, transition
+from models.payments import Payment, PaymentStatus
+from models.pricing import order_totals
+from models.screening import (
+    DISPOSABLE_DOMAINS,
+    Decision,
+    Facts,
+    RuleSet,
+    RuleSetBody,
+    Screening,
+    Signal,
+    decide,
+    evaluate,
+    forwarder_in,
+    score,
+)
+from models.shipping import shipping_method
 
-RECEIVED_NOTE = "received by middle office"
 ACTOR = "worker:screening"
+DUPLICATE_WINDOW = timedelta(minutes=10)
+SHOP_MEDIAN_SAMPLE = 500
+# Orders that count as placed for velocity and history: paid, whatever happened next.
+PLACED = tuple(s for s in OrderStatus if s not in (
+    OrderStatus.PENDING_PAYMENT, OrderStatus.EXPIRED, OrderStatus.PAYMENT_FAILED))
 
 
-def receive_order(*, uow: UnitOfWork, order_id: uuid.UUID) -> bool:
-    """Note the order's arrival once (locks the order); False if it was noted already."""
+def rules_in_force(session: Session) -> RuleSet:
+    rule_set = session.exec(select(RuleSet).order_by(col(RuleSet.version).desc())).first()
+    if rule_set is None:
+        raise RuntimeError("no screening rule set; run the migrations")
+    return rule_set
+
+
+def _count_since(session: Session, order: Order, column: Any, value: str,
+                 hours: float | None, as_of: datetime) -> int:
+    if not value or hours is None:
+        return 0
+    query = (select(func.count()).select_from(Order)
+             .where(column == value, col(Order.id) != order.id,
+                    col(Order.status).in_(PLACED),
+                    col(Order.authorized_at) >= as_of - timedelta(hours=hours),
+                    col(Order.authorized_at) < as_of))
+    return int(session.exec(query).one())
+
+
+def gather_facts(session: Session, order: Order, payment: Payment | None,
+                 rules: RuleSetBody, as_of: datetime) -> Facts:
+    """Everything the signals need, as of `as_of` (the order's authorisation)."""
+    r = rules.signals
+    card_orders = 0
+    if payment is not None and payment.card_fingerprint:
+        hours = r["card_velocity"].window_hours or 0
+        card_orders = int(session.exec(
+            select(func.count(func.distinct(Payment.order_id)))
+            .join(Order, col(Order.id) == Payment.order_id)
+            .where(Payment.card_fingerprint == payment.card_fingerprint,
+                   col(Payment.order_id) != order.id,
+                   col(Payment.status).in_((PaymentStatus.AUTHORIZED, PaymentStatus.CAPTURED,
+                                            PaymentStatus.PARTIALLY_REFUNDED,
+                                            PaymentStatus.REFUNDED)),
+                   col(Order.authorized_at) >= as_of - timedelta(hours=hours),
+                   col(Order.authorized_at) < as_of)).one())
+    failed = int(session.exec(select(func.count()).select_from(Payment).where(
+        Payment.order_id == order.id, Payment.status == PaymentStatus.FAILED)).one())
+    domain = order.email.rsplit("@", 1)[-1].lower()
+    earlier = (select(Order.total_cents)
+               .where(col(Order.id) != order.id, col(Order.status).in_(PLACED),
+                      col(Order.authorized_at) < as_of))
+    seen_domain = session.exec(
+        select(Order.id).where(col(Order.id) != order.id, col(Order.status).in_(PLACED),
+                               col(Order.authorized_at) < as_of,
+                               func.lower(col(Order.email)).like(f"%@{domain}"))
+    ).first() is not None
+    history = list(session.exec(earlier.where(func.lower(col(Order.email)) ==
+                                              order.email.lower())))
+    shop = list(session.exec(earlier.order_by(col(Order.authorized_at).desc())
+                             .limit(SHOP_MEDIAN_SAMPLE)))
+    lines = list(session.exec(select(OrderLine).where(OrderLine.order_id == order.id)))
+    biggest = max(lines, key=lambda line: line.quantity, default=None)
+    return Facts(
+        email=order.email,
+        email_orders=_count_since(session, order, func.lower(col(Order.email)),
+                                  order.email.lower(), r["email_velocity"].window_hours, as_of),
+        ip=order.client_ip,
+        ip_orders=_count_since(session, order, col(Order.client_ip), order.client_ip,
+                               r["ip_velocity"].window_hours, as_of),
+        card_fingerprint=payment.card_fingerprint if payment else "",
+        card_orders=card_orders,
+        device_id=order.device_id,
+        device_orders=_count_since(session, order, col(Order.device_id), order.device_id,
+                                   r["device_velocity"].window_hours, as_of),
+        failed_attempts=failed,
+        shipping_country=order.country,
+        card_country=payment.card_country if payment else "",
+        shipping_name=order.full_name,
+        cardholder_name="",
+        forwarder_match=forwarder_in(f"{order.full_name} {order.address} {order.city}"),
+        email_domain=domain,
+        disposable_domain=domain in DISPOSABLE_DOMAINS,
+        domain_seen_before=seen_domain,
+        total_cents=order.total_cents,
+        customer_orders=len(history),
+        customer_average_cents=int(statistics.fmean(history)) if history else 0,
+        shop_orders=len(shop),
+        shop_median_cents=int(statistics.median(shop)) if shop else 0,
+        max_units_of_one_sku=biggest.quantity if biggest else 0,
+        sku_of_max_units=biggest.sku if biggest else "",
+        cvc_check=payment.cvc_check if payment else "",
+        postal_check=payment.postal_check if payment else "",
+        risk_level=payment.risk_level if payment else "",
+    )
+
+
+def _issue(code: str, reason: str, **facts: Any) -> dict[str, Any]:
+    return {"code": code, "reason": reason, "facts": facts}
+
+
+def quality_issues(session: Session, order: Order, payment: Payment | None,
+                   as_of: datetime) -> list[dict[str, Any]]:
+    """What is wrong with the order itself, whoever placed it."""
+    issues: list[dict[str, Any]] = []
+    checks: list[tuple[str, Callable[[], str]]] = [
+        ("email", lambda: normalise_email(order.email)),
+        ("phone", lambda: normalise_phone(order.phone, order.country)),
+        ("postal_code", lambda: normalise_postal_code(order.postal_code, order.country)),
+    ]
+    for name, check in checks:
+        try:
+            if check() != getattr(order, name):
+                issues.append(_issue("not_normalised", f"The {name} is not in its normal "
+                                     "form.", field=name, value=getattr(order, name)))
+        except InvalidField as exc:
+            issues.append(_issue("invalid_contact", str(exc), field=name))
+    for name in ("full_name", "address", "city"):
+        if not getattr(order, name).strip():
+            issues.append(_issue("incomplete_address", f"The {name} is missing.", field=name))
+
+    lines = list(session.exec(select(OrderLine).where(OrderLine.order_id == order.id)))
+    subtotal = sum(line.unit_price_cents * line.quantity for line in lines)
+    method = shipping_method(order.shipping_method)
+    expected = order_totals(subtotal, method, order.country) if method else None
+    if expected is None or (expected.subtotal_cents, expected.shipping_cents,
+                            expected.tax_cents, expected.total_cents) != (
+            order.subtotal_cents, order.shipping_cents, order.tax_cents, order.total_cents):
+        issues.append(_issue("totals_mismatch", "The totals do not add up from the lines, "
+                             "shipping and tax.", stored_total_cents=order.total_cents,
+                             computed_total_cents=expected.total_cents if expected else None))
+    if payment is None or payment.amount_cents != order.total_cents:
+        issues.append(_issue("amount_mismatch", "The authorised amount is not the order total.",
+                             authorised_cents=payment.amount_cents if payment else None,
+                             total_cents=order.total_cents))
+
+    variant_ids = [line.variant_id for line in lines]
+    sellable = set(session.exec(
+        select(Variant.id).join(Product, col(Product.id) == Variant.product_id)
+        .where(col(Variant.id).in_(variant_ids), col(Variant.active).is_(True),
+               col(Product.active).is_(True))))
+    for line in lines:
+        if line.variant_id not in sellable:
+            issues.append(_issue("not_sellable", f"{line.sku} is no longer sold.",
+                                 sku=line.sku))
+
+    mine = sorted((line.variant_id, line.quantity) for line in lines)
+    recent = session.exec(
+        select(Order.id, Order.number).where(
+            col(Order.id) != order.id, col(Order.status).in_(PLACED),
+            func.lower(col(Order.email)) == order.email.lower(),
+            col(Order.authorized_at) >= as_of - DUPLICATE_WINDOW,
+            col(Order.authorized_at) <= as_of))
+    for other_id, other_number in recent:
+        theirs = sorted(session.exec(select(OrderLine.variant_id, OrderLine.quantity)
+                                     .where(OrderLine.order_id == other_id)).all())
+        if [tuple(t) for t in theirs] == mine:
+            issues.append(_issue("duplicate_order", f"The same items were ordered by the same "
+                                 f"customer minutes before ({other_number}).",
+                                 other_order=other_number))
+            break
+    return issues
+
+
+@dataclass(frozen=True)
+class Assessment:
+    signals: list[Signal]
+    score: int
+    quality_issues: list[dict[str, Any]]
+    decision: Decision
+
+
+def assess(session: Session, order: Order, rules: RuleSetBody,
+           as_of: datetime | None = None) -> Assessment:
+    as_of = as_of or order.authorized_at or utcnow()
+    payment = session.get(Payment, order.payment_id) if order.payment_id else None
+    signals = evaluate(gather_facts(session, order, payment, rules, as_of), rules)
+    issues = quality_issues(session, order, payment, as_of)
+    points = score(signals)
+    return Assessment(signals, points, issues, decide(points, issues, rules.thresholds))
+
+
+def _explain(assessment: Assessment) -> str:
+    parts = [f"{s.code} (+{s.weight})" for s in assessment.signals]
+    parts += [i["code"] for i in assessment.quality_issues]
+    return ", ".join(parts) if parts else "no signals"
+
+
+def screen_order(*, uow: UnitOfWork, order_id: uuid.UUID, env: Environment,
+                 settings: Settings) -> Screening | None:
+    """Screen an authorised order once and act on the decision (see the module docstring)."""
     session = uow.session
     order = session.get(Order, order_id, with_for_update=True)
     if order is None:
-        return False
-    seen = session.exec(
-        select(OrderEvent.id).where(OrderEvent.order_id == order_id,
-                                    OrderEvent.actor == ACTOR,
-                                    OrderEvent.note == RECEIVED_NOTE)
-    ).first()
-    if seen is not None:
-        return False
-    session.add(note(order, RECEIVED_NOTE, actor=ACTOR, at=utcnow()))
-    return True
+        return None
+    existing = session.exec(select(Screening).where(Screening.order_id == order_id)).first()
+    if existing is not None or order.status != OrderStatus.AUTHORIZED:
+        return existing
+    rule_set = rules_in_force(session)
+    assessment = assess(session, order, rule_set.rules())
+    screening = Screening(order_id=order.id, rule_set_version=rule_set.version,
+                          score=assessment.score, decision=assessment.decision,
+                          signals=[s.as_dict() for s in assessment.signals],
+                          quality_issues=assessment.quality_issues)
+    session.add(screening)
+    session.flush()
+    now = utcnow()
+    why = (f"Screening (rules v{rule_set.version}): score {assessment.score}, "
+           f"{assessment.decision}; {_explain(assessment)}.")
+    if assessment.decision == Decision.APPROVE:
+        session.add(transition(order, OrderStatus.APPROVED, actor=ACTOR, reason=why, at=now,
+                               public=False))
+        outbox.enqueue(uow, "capture_payment", str(order.id))
+    elif assessment.decision == Decision.REVIEW:
+        session.add(transition(order, OrderStatus.ON_HOLD, actor=ACTOR, reason=why, at=now,
+                               public=False))
+    else:
+        session.add(note(order, why, actor=ACTOR, at=now))
+        cancel_order(uow=uow, order_id=order.id, actor=ACTOR, env=env, settings=settings,
+                     target=OrderStatus.REJECTED,
+                     reason="We could not accept this order after our checks.")
+    return screening
+
+
+class NotOnHold(DomainError):
+    code = "illegal_transition"
+
+
+def decide_review(*, uow: UnitOfWork, order_id: uuid.UUID, approve: bool, reason: str,
+                  reviewer: str, env: Environment, settings: Settings) -> Order:
+    """A reviewer's decision on an order on hold: approve (capture follows) or reject.
+    Locks the order; a second decision finds it no longer on hold and is refused."""
+    session = uow.session
+    order = session.get(Order, order_id, with_for_update=True)
+    if order is None:
+        raise NotFound("No such order.")
+    if order.status != OrderStatus.ON_HOLD:
+        raise NotOnHold(f"Only an order on hold can be decided; this one is "
+                        f"{order.status.replace('_', ' ')}.", details={"status": order.status})
+    screening = session.exec(select(Screening).where(Screening.order_id == order_id)).first()
+    if screening is not None:
+        screening.decided_by = reviewer
+        screening.decided_at = utcnow()
+        screening.decision_reason = reason[:1000]
+    if approve:
+        session.add(transition(order, OrderStatus.APPROVED, actor=reviewer, at=utcnow(),
+                               reason=f"Approved after review: {reason}", public=False))
+        outbox.enqueue(uow, "capture_payment", str(order.id))
+    else:
+        session.add(note(order, f"Rejected after review: {reason}", actor=reviewer,
+                         at=utcnow()))
+        cancel_order(uow=uow, order_id=order.id, actor=reviewer, env=env, settings=settings,
+                     target=OrderStatus.REJECTED,
+                     reason="We could not accept this order after our checks.")
+    return order
+
+
+# -- Back-testing a candidate rule set ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChangedDecision:
+    number: str
+    before: str
+    after: str
+    score_before: int
+    score_after: int
+    signals_after: list[str]
+
+
+@dataclass
+class BacktestReport:
+    orders: int = 0
+    changed: list[ChangedDecision] = field(default_factory=list)
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+def backtest(session: Session, candidate: RuleSetBody, *,
+             since: datetime | None = None) -> BacktestReport:
+    """Replay `candidate` over every screened order (as of each order's authorisation) and
+    compare with the decision the rules of the day made. Reads only; changes nothing."""
+    report = BacktestReport()
+    query = (select(Order, Screening).join(Screening, col(Screening.order_id) == Order.id)
+             .order_by(col(Screening.screened_at), col(Order.id)))
+    if since is not None:
+        query = query.where(col(Screening.screened_at) >= since)
+    for order, screening in session.exec(query):
+        report.orders += 1
+        assessment = assess(session, order, candidate)
+        key = (screening.decision, str(assessment.decision))
+        report.counts[key] = report.counts.get(key, 0) + 1
+        if assessment.decision != screening.decision:
+            report.changed.append(ChangedDecision(
+                order.number, screening.decision, assessment.decision, screening.score,
+                assessment.score, [s.code for s in assessment.signals]))
+    return report

@@ -3,13 +3,23 @@
 from models.audit import AuditEntry, AuditHead
 from models.cart import Cart, CartLine
 from models.catalog import CatalogueVersion, Category, Product, Variant
-from models.inventory import BinStock, Location, Reservation, StockItem, StockMovement, Warehouse
+from models.inventory import (
+    Allocation,
+    BinStock,
+    Location,
+    Reservation,
+    StockItem,
+    StockMovement,
+    Warehouse,
+)
 from models.messaging import Email, OutboxMessage, StripeEvent
 from models.orders import Order, OrderEvent, OrderLine, OrderStatus
 from models.payments import Payment, PaymentStatus
+from models.screening import RuleSet, Screening
 from models.staff import LoginAttempt, StaffToken, StaffUser
 
 __all__ = [
+    "Allocation",
     "AuditEntry",
     "AuditHead",
     "BinStock",
@@ -29,6 +39,8 @@ __all__ = [
     "PaymentStatus",
     "Product",
     "Reservation",
+    "RuleSet",
+    "Screening",
     "StaffToken",
     "StaffUser",
     "StockItem",

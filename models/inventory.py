@@ -131,3 +131,24 @@ class Reservation(SQLModel, table=True):
     expires_at: datetime = utc_column()
     created_at: datetime = utc_column(default_factory=utcnow)
     released_at: datetime | None = utc_column(default=None, nullable=True)
+
+
+class AllocationStatus(StrEnum):
+    ALLOCATED = "allocated"
+    RELEASED = "released"
+    PICKED = "picked"
+
+
+class Allocation(SQLModel, table=True):
+    """Units of an order's line set aside in one bin, for a picker to take."""
+
+    __tablename__ = "allocation"
+    __table_args__ = (CheckConstraint("quantity > 0", name="quantity_positive"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: uuid.UUID = Field(foreign_key="orders.id", index=True)
+    variant_id: int = Field(foreign_key="variant.id")
+    location_id: int = Field(foreign_key="location.id")
+    quantity: int
+    status: str = Field(default=AllocationStatus.ALLOCATED, max_length=16)
+    created_at: datetime = utc_column(default_factory=utcnow)

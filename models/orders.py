@@ -105,6 +105,7 @@ class Order(SQLModel, table=True):
 
     cart_id: uuid.UUID | None = Field(default=None, index=True)
     client_ip: str = Field(default="", max_length=64)
+    device_id: str = Field(default="", max_length=64, index=True)
     payment_attempts: int = 0
     payment_id: uuid.UUID | None = Field(default=None, description="The attempt that paid.")
     created_at: datetime = utc_column(default_factory=utcnow, index=True)

@@ -29,11 +29,15 @@ class Permission(StrEnum):
     ORDERS_EXPORT = "orders:export"
     ORDERS_NOTE = "orders:note"
     ORDERS_CANCEL = "orders:cancel"
+    ORDERS_REVIEW = "orders:review"
     PAYMENTS_READ = "payments:read"
     CATALOGUE_READ = "catalogue:read"
     CATALOGUE_WRITE = "catalogue:write"
     STOCK_READ = "stock:read"
     AUDIT_READ = "audit:read"
+    SCREENING_READ = "screening:read"
+    SCREENING_WRITE = "screening:write"
+    PIPELINE_READ = "pipeline:read"
     STAFF_MANAGE = "staff:manage"
 
 
@@ -44,7 +48,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
                              P.CATALOGUE_READ}),
     Role.STOCK: frozenset({P.ORDERS_READ, P.ORDERS_NOTE, P.CATALOGUE_READ, P.STOCK_READ}),
     Role.PICKER: frozenset({P.STOCK_READ}),
-    Role.REVIEWER: frozenset({P.ORDERS_READ, P.ORDERS_NOTE, P.CATALOGUE_READ}),
+    Role.REVIEWER: frozenset({P.ORDERS_READ, P.ORDERS_NOTE, P.CATALOGUE_READ, P.ORDERS_REVIEW,
+                              P.SCREENING_READ}),
 }
 # Roles whose users must give a TOTP code at every login.
 SECOND_FACTOR_ROLES = frozenset({Role.ADMIN})

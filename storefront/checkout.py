@@ -134,6 +134,7 @@ def _new_number(session: Session) -> str:
 def place_order(
     *, uow: UnitOfWork, cart: CartView, cart_id: uuid.UUID, details: CheckoutDetails,
     pending_order_id: uuid.UUID | None, client_ip: str, settings: Settings, now: datetime,
+    device_id: str = "",
 ) -> Order:
     """Create the order for this cart, or refresh the session's order still awaiting payment.
 
@@ -162,7 +163,8 @@ def place_order(
     }
     if order is None:
         order = Order(number=_new_number(session), status_token=secrets.token_urlsafe(24),
-                      cart_id=cart_id, client_ip=client_ip, created_at=now, **contact)
+                      cart_id=cart_id, client_ip=client_ip, device_id=device_id,
+                      created_at=now, **contact)
         session.add(order)
         session.flush()
         session.add(OrderEvent(order_id=order.id, created_at=now, to_status=order.status,
@@ -171,6 +173,7 @@ def place_order(
         for name, value in contact.items():
             setattr(order, name, value)
         order.client_ip = client_ip
+        order.device_id = device_id or order.device_id
         order.updated_at = now
         session.execute(delete(OrderLine).where(col(OrderLine.order_id) == order.id))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
@@ -21,6 +22,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 CART_KEY = "cart"
+DEVICE_KEY = "device"
 ORDER_KEY = "order"
 CART_COUNT_KEY = "cart_count"
 FLASH_KEY = "flash"
@@ -65,6 +67,15 @@ def session_uuid(request: Request, key: str) -> uuid.UUID | None:
     except ValueError:
         request.session.pop(key, None)
         return None
+
+
+def device_id(request: Request) -> str:
+    """A random id for this browser, kept in its session: screening counts orders per device."""
+    value = request.session.get(DEVICE_KEY)
+    if not isinstance(value, str) or len(value) > 64:
+        value = secrets.token_urlsafe(16)
+        request.session[DEVICE_KEY] = value
+    return value
 
 
 def flash(request: Request, message: str, level: str = "info") -> None:

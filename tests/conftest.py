@@ -22,6 +22,7 @@ from conveyor.local_services import start_localstripe, start_redis
 from conveyor.migrate import upgrade
 from conveyor.settings import Settings
 from models.audit import GENESIS_HASH
+from models.screening import DEFAULT_RULES, RuleSet
 from tests.helpers import free_port
 
 ADMIN_DATABASE_URL = os.environ.get(
@@ -128,6 +129,9 @@ def truncate_all(database: Database) -> None:
         ), {"v": time.time_ns() // 1000})
         conn.execute(text("INSERT INTO audit_head (id, last_id, last_hash) "
                           "VALUES (1, 0, :genesis)"), {"genesis": GENESIS_HASH})
+    with database.unit_of_work() as uow:
+        uow.session.add(RuleSet(version=1, body=DEFAULT_RULES.model_dump(mode="json"),
+                                note="defaults", created_by="test"))
 
 
 @pytest.fixture

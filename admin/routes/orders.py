@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from starlette.responses import Response, StreamingResponse
@@ -128,6 +128,27 @@ class HistoryEntry(BaseModel):
     public: bool
 
 
+class ScreeningOut(BaseModel):
+    decision: str
+    score: int
+    rule_set_version: int
+    signals: list[dict[str, Any]]
+    quality_issues: list[dict[str, Any]]
+    screened_at: datetime
+    decided_by: str
+    decided_at: datetime | None
+    decision_reason: str
+
+
+class AllocationOut(BaseModel):
+    sku: str
+    variant_id: int
+    warehouse: str
+    bin: str
+    quantity: int
+    status: str
+
+
 class OrderDetail(BaseModel):
     number: str
     status: str
@@ -142,6 +163,8 @@ class OrderDetail(BaseModel):
     lines: list[Line]
     payment: PaymentState | None
     stock: list[StockLine]
+    allocations: list[AllocationOut]
+    screening: ScreeningOut | None
     history: list[HistoryEntry]
 
 
@@ -219,6 +242,7 @@ def get_order(ctx: Context, number: str) -> OrderDetail:
     paying = next((p for p in f.payments if p.id == o.payment_id), None)
     latest = paying or (f.payments[-1] if f.payments else None)
     held = {r.variant_id: r for r in f.reservations}
+    skus = {line.variant_id: line.sku for line in f.lines}
     return OrderDetail(
         number=o.number, status=o.status, created_at=o.created_at, updated_at=o.updated_at,
         authorized_at=o.authorized_at, reservation_expires_at=o.expires_at,
@@ -241,6 +265,11 @@ def get_order(ctx: Context, number: str) -> OrderDetail:
             on_hand=item.on_hand if item else 0, allocated=item.allocated if item else 0,
             reserved=item.reserved if item else 0, available=item.available if item else 0,
         ) for line in f.lines for item in [f.stock.get(line.variant_id)]],
+        allocations=[AllocationOut(sku=skus.get(a.variant_id, ""), variant_id=a.variant_id,
+                                   warehouse=w.code, bin=loc.code, quantity=a.quantity,
+                                   status=a.status) for a, loc, w in f.allocations],
+        screening=ScreeningOut.model_validate(f.screening, from_attributes=True)
+        if f.screening else None,
         history=[HistoryEntry(at=e.created_at, from_status=e.from_status,
                               to_status=e.to_status, actor=e.actor, note=e.note,
                               public=e.public) for e in f.history],

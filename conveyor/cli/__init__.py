@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from conveyor.cli.middle_office import pipeline_app, screening_app
 from conveyor.cli.staff import audit_app, staff_app
 from conveyor.settings import Settings
 
@@ -20,6 +21,8 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
 app.add_typer(staff_app, name="staff")
 app.add_typer(audit_app, name="audit")
+app.add_typer(screening_app, name="screening")
+app.add_typer(pipeline_app, name="pipeline")
 
 
 def _settings() -> Settings:
@@ -85,12 +88,15 @@ def admin(
 def worker(
     processes: int = typer.Option(None, help="Default: WORKER_PROCESSES."),
     threads: int = typer.Option(None, help="Default: WORKER_THREADS."),
+    queues: str = typer.Option("", help="Comma-separated queues (default: all of them)."),
 ) -> None:
-    """Run the Dramatiq workers for every queue."""
+    """Run the Dramatiq workers (for every queue, or the ones named)."""
     settings = _settings()
     args = [sys.executable, "-m", "dramatiq", "fulfilment.worker",
             "--processes", str(processes or settings.worker_processes),
             "--threads", str(threads or settings.worker_threads)]
+    if queues:
+        args += ["--queues", *[q.strip() for q in queues.split(",") if q.strip()]]
     os.execv(sys.executable, args)  # noqa: S606 (our own interpreter and module)
 
 

@@ -2,7 +2,8 @@
 
 Steps: migrate the database, load the demo catalogue the first time, find or start Redis,
 start localstripe when no real Stripe keys are set (and register the webhook with it), then
-run the storefront, the workers and the relay under honcho until Ctrl-C.
+run the storefront, the admin API, the workers (Stripe-calling queues in a process of their
+own, so a slow Stripe never holds up screening) and the relay under honcho until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from conveyor.local_services import (
     start_localstripe,
     start_redis,
 )
+from conveyor.messages import QUEUES, STRIPE_QUEUES
 from conveyor.migrate import upgrade
 from conveyor.settings import Settings
 from models.staff import Role, StaffUser
@@ -87,8 +89,11 @@ def run_everything(settings: Settings) -> None:
                 staff_login=staff_login)
         manager = Manager()
         conveyor = f"{Path(sys.executable).parent / 'conveyor'}"
+        others = ",".join(q for q in QUEUES if q not in STRIPE_QUEUES)
         for name, command in (("storefront", "storefront"), ("admin", "admin"),
-                              ("worker", "worker"), ("relay", "relay")):
+                              ("worker", f"worker --queues {others}"),
+                              ("stripe-worker", f"worker --queues {','.join(STRIPE_QUEUES)}"),
+                              ("relay", "relay")):
             manager.add_process(name, f"{conveyor} {command}", env=env)
         manager.loop()
         raise typer.Exit(manager.returncode or 0)

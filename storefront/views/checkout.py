@@ -26,6 +26,7 @@ from storefront.web import (
     ORDER_KEY,
     catalogue_of,
     db_of,
+    device_id,
     flash,
     gateway_of,
     redirect,
@@ -146,6 +147,7 @@ async def pay(request: Request) -> Response:
 
     db, settings = db_of(request), settings_of(request)
     client_ip = request.client.host if request.client else ""
+    device = device_id(request)
     now = utcnow()
     cart_id = session_uuid(request, CART_KEY)
     assert cart_id is not None
@@ -157,7 +159,8 @@ async def pay(request: Request) -> Response:
             return checkout.place_order(uow=uow, cart=cart, cart_id=cart_id,
                                         details=details,
                                         pending_order_id=session_uuid(request, ORDER_KEY),
-                                        client_ip=client_ip, settings=settings, now=now)
+                                        client_ip=client_ip, device_id=device,
+                                        settings=settings, now=now)
 
     try:
         order = await run_service(place)

@@ -18,7 +18,7 @@ from conveyor.db import Database
 from conveyor.local_services import port_open
 from conveyor.settings import PROJECT_ROOT
 from models.catalog import Product
-from models.orders import OrderEvent
+from models.orders import Order, OrderStatus
 from tests.helpers import card_token, free_port, wait_for
 
 
@@ -86,12 +86,12 @@ def test_conveyor_run_starts_a_shop_that_takes_an_order_and_reuses_it_next_time(
 
         db = Database(f"sqlite:///{tmp_path / 'var' / 'conveyor.db'}")
 
-        def received() -> bool:
+        def ready_to_pick() -> bool:
             with db.read_session() as session:
-                return session.exec(select(OrderEvent).where(
-                    OrderEvent.note == "received by middle office")).first() is not None
+                return session.exec(select(Order).where(
+                    Order.status == OrderStatus.ALLOCATED)).first() is not None
 
-        wait_for(received, timeout=30, what="the worker to take the order")
+        wait_for(ready_to_pick, timeout=60, what="the order to be screened and allocated")
         wait_for(lambda: list((tmp_path / "var" / "mail").glob("*.eml")), timeout=30,
                  what="the confirmation email file")
     finally:

@@ -11,15 +11,19 @@ from sqlmodel import select
 
 from conveyor.db import Database
 from conveyor.settings import PROJECT_ROOT, Settings
+from conveyor.stripe_gateway import create_gateway
+from fulfilment.inventory import verify_ledger
+from models.inventory import Allocation
 from models.messaging import Email, OutboxMessage
-from models.orders import OrderEvent, OrderStatus
+from models.orders import Order, OrderEvent, OrderStatus
 from models.payments import Payment, PaymentStatus
+from models.screening import Screening
 from tests import shopping
 from tests.factories import make_product
 from tests.helpers import CARD_3DS, process_env, wait_for
 
 
-def test_an_authorised_order_reaches_a_real_worker_and_its_email_is_written(
+def test_a_clean_order_goes_through_screening_capture_and_allocation_with_real_workers(
     db: Database, settings: Settings, start_pipeline
 ):
     variant = make_product(db, variants=[("One", 2500, 4)]).variant_ids[0]
@@ -29,13 +33,26 @@ def test_an_authorised_order_reaches_a_real_worker_and_its_email_is_written(
 
     start_pipeline(settings)
 
-    def received() -> bool:
+    def ready_to_pick() -> bool:
         with db.read_session() as session:
-            return session.exec(select(OrderEvent).where(
-                OrderEvent.order_id == order.id,
-                OrderEvent.note == "received by middle office")).first() is not None
+            return session.get(Order, order.id).status == OrderStatus.ALLOCATED
 
-    wait_for(received, timeout=30, what="the worker to note the order")
+    wait_for(ready_to_pick, timeout=60, what="the order to be screened, captured, allocated")
+    with db.read_session() as session:
+        path = session.exec(select(OrderEvent.to_status).where(
+            OrderEvent.order_id == order.id, OrderEvent.to_status != None)  # noqa: E711
+            .order_by(OrderEvent.id)).all()
+        assert path == ["pending_payment", "authorized", "approved", "allocated"]
+        screening = session.exec(select(Screening).where(Screening.order_id == order.id)).one()
+        assert screening.decision == "approve"
+        payment = session.exec(select(Payment).where(Payment.order_id == order.id)).one()
+        assert (payment.status, payment.captured_cents) == ("captured", order.total_cents)
+        allocations = session.exec(select(Allocation).where(
+            Allocation.order_id == order.id)).all()
+        assert sum(a.quantity for a in allocations) == 1
+        assert verify_ledger(session) == []
+    intent = create_gateway(settings).retrieve_intent(payment.stripe_payment_intent_id)
+    assert intent.status == "succeeded"
 
     def sent() -> Email | None:
         with db.read_session() as session:
