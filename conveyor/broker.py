@@ -11,15 +11,20 @@ from conveyor import runtime
 from conveyor.settings import Settings
 from models.messaging import OutboxMessage
 
-HEARTBEAT_TIMEOUT_MS = 15_000  # a killed worker's messages come back after this
 DEAD_MESSAGE_TTL_MS = 7 * 24 * 3600 * 1000
 
 
 def create_broker(settings: Settings, *, set_global: bool = True) -> RedisBroker:
-    """A Redis broker for `settings.redis_url`; the connection opens on first use."""
+    """A Redis broker for `settings.redis_url`; the connection opens on first use.
+
+    A worker killed mid-message leaves it unacknowledged; once the worker's heartbeat is older
+    than WORKER_HEARTBEAT_TIMEOUT_SECONDS, the next maintenance pass (run on a share of
+    BROKER_MAINTENANCE_CHANCE per million Redis commands) puts it back on its queue.
+    """
     broker = RedisBroker(
         url=settings.redis_url,
-        heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
+        heartbeat_timeout=int(settings.worker_heartbeat_timeout_seconds * 1000),
+        maintenance_chance=settings.broker_maintenance_chance,
         dead_message_ttl=DEAD_MESSAGE_TTL_MS,
     )
     if set_global:

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
 
     worker_processes: int = 1
     worker_threads: int = 4
+    worker_heartbeat_timeout_seconds: float = 15
+    broker_maintenance_chance: int = Field(default=10_000, ge=0, le=1_000_000)
     relay_poll_seconds: float = 0.5
     expiry_interval_seconds: int = 30
     sync_payments_interval_seconds: int = 300

@@ -61,7 +61,7 @@ def card_token(api_base: str, number: str = CARD_OK, publishable_key: str = "pk_
         "card[number]": number, "card[exp_month]": "12", "card[exp_year]": "2030",
         "card[cvc]": "123", "key": publishable_key,
     }).encode()
-    with urllib.request.urlopen(f"{api_base}/v1/tokens", data, timeout=10) as response:  # noqa: S310
+    with urllib.request.urlopen(f"{api_base}/v1/tokens", data, timeout=10) as response:
         return str(json.loads(response.read())["id"])
 
 
@@ -85,6 +85,8 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
         "PAYMENT_ATTEMPTS_PER_IP_PER_HOUR": str(settings.payment_attempts_per_ip_per_hour),
         "PAYMENT_ATTEMPTS_PER_EMAIL_PER_HOUR": str(settings.payment_attempts_per_email_per_hour),
         "BASE_URL": settings.base_url,
+        "WORKER_HEARTBEAT_TIMEOUT_SECONDS": str(settings.worker_heartbeat_timeout_seconds),
+        "BROKER_MAINTENANCE_CHANCE": str(settings.broker_maintenance_chance),
         "LOG_LEVEL": "WARNING",
     })
     env.update(extra)

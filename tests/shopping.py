@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.request
 import uuid
@@ -36,11 +37,18 @@ def cart(db: Database, lines: list[tuple[int, int]]) -> tuple[uuid.UUID, carts.C
         return cart_id, carts.view_cart(session, load_snapshot(session), cart_id, utcnow())
 
 
-def place(db: Database, settings: Settings, cart_id, view, pending=None) -> Order:
+def place(db: Database, settings: Settings, cart_id, view, pending=None, *,
+          details: checkout.CheckoutDetails = DETAILS, device_id: str = "") -> Order:
     with db.unit_of_work() as uow:
-        return checkout.place_order(uow=uow, cart=view, cart_id=cart_id, details=DETAILS,
+        return checkout.place_order(uow=uow, cart=view, cart_id=cart_id, details=details,
+                                    device_id=device_id,
                                     pending_order_id=pending, client_ip="192.0.2.10",
                                     settings=settings, now=utcnow())
+
+
+def details_for(email: str, **changes: str) -> checkout.CheckoutDetails:
+    """The standard shopper's details with another email (and any other changes)."""
+    return dataclasses.replace(DETAILS, email=email, **changes)
 
 
 def pay(db, settings, order_id, card=CARD_OK):
@@ -55,4 +63,4 @@ def authenticate(settings: Settings, intent_id: str, client_secret: str, ok: boo
     body = json.dumps({"key": "pk_test_x", "client_secret": client_secret}).encode()
     url = (f"{settings.stripe_api_base}/v1/payment_intents/{intent_id}/_authenticate"
            f"?success={'true' if ok else 'false'}")
-    urllib.request.urlopen(urllib.request.Request(url, body, method="POST"), timeout=10)  # noqa: S310
+    urllib.request.urlopen(urllib.request.Request(url, body, method="POST"), timeout=10)

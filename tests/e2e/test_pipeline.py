@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 from sqlmodel import select
+from starlette.testclient import TestClient
 
+from admin.app import create_app as create_admin
 from conveyor.db import Database
 from conveyor.settings import PROJECT_ROOT, Settings
 from conveyor.stripe_gateway import create_gateway
@@ -19,7 +21,8 @@ from models.orders import Order, OrderEvent, OrderStatus
 from models.payments import Payment, PaymentStatus
 from models.screening import Screening
 from tests import shopping
-from tests.factories import make_product
+from tests.e2e.admin_client import bearer, login
+from tests.factories import make_product, make_staff, stock_of
 from tests.helpers import CARD_3DS, process_env, wait_for
 
 
@@ -92,3 +95,76 @@ def test_sync_payments_finds_a_payment_whose_events_never_came(db: Database, set
         assert session.exec(select(OrderEvent.to_status).where(
             OrderEvent.order_id == order.id, OrderEvent.to_status == OrderStatus.AUTHORIZED)
         ).all() == [OrderStatus.AUTHORIZED]
+
+
+def _paid(db: Database, settings: Settings, variant: int, email: str, units: int = 1):
+    cart_id, view = shopping.cart(db, [(variant, units)])
+    order = shopping.place(db, settings, cart_id, view, details=shopping.details_for(email))
+    assert shopping.pay(db, settings, order.id).outcome == "authorized"
+    return order
+
+
+def _status_of(db: Database, order_id) -> str:
+    with db.read_session() as session:
+        return session.get(Order, order_id).status
+
+
+def test_a_risky_order_waits_for_a_reviewer_whose_approval_completes_it(
+    db: Database, settings: Settings, start_pipeline
+):
+    variant = make_product(db, variants=[("Std", 2500, 20)]).variant_ids[0]
+    risky = _paid(db, settings, variant, "someone@mailinator.com")  # disposable + US card
+    start_pipeline(settings)
+    wait_for(lambda: _status_of(db, risky.id) == OrderStatus.ON_HOLD, timeout=60,
+             what="the risky order to be held")
+
+    reviewer = make_staff(db, "reviewer")
+    with TestClient(create_admin(settings, db=db)) as admin:
+        token = login(admin, reviewer)
+        queue = admin.get("/api/review-queue", headers=bearer(token)).json()
+        [item] = queue["items"]
+        assert item["number"] == risky.number and item["score"] >= 40
+        assert {s["code"] for s in item["signals"]} >= {"disposable_email", "country_mismatch"}
+        decided = admin.post(f"/api/orders/{risky.number}/approve", headers=bearer(token),
+                             json={"reason": "Called the customer; genuine order."})
+        assert decided.status_code == 200
+
+    wait_for(lambda: _status_of(db, risky.id) == OrderStatus.ALLOCATED, timeout=60,
+             what="the approved order to be captured and allocated")
+    with db.read_session() as session:
+        payment = session.exec(select(Payment).where(Payment.order_id == risky.id)).one()
+        assert payment.status == PaymentStatus.CAPTURED
+
+
+def test_a_very_risky_order_is_rejected_voided_and_its_stock_released(
+    db: Database, settings: Settings, start_pipeline
+):
+    variant = make_product(db, variants=[("Std", 1500, 40)]).variant_ids[0]
+    email = "burst@mailinator.com"
+    for _ in range(3):  # three orders in the last hours from the same address...
+        _paid(db, settings, variant, email)
+    worst = _paid(db, settings, variant, email, units=6)  # ...and a fourth, of six units
+    start_pipeline(settings)
+    wait_for(lambda: _status_of(db, worst.id) == OrderStatus.REJECTED, timeout=60,
+             what="the order to be rejected")
+
+    def voided() -> bool:
+        with db.read_session() as session:
+            payment = session.exec(select(Payment).where(Payment.order_id == worst.id)).one()
+            return payment.status == PaymentStatus.CANCELED
+
+    wait_for(voided, timeout=60, what="the authorisation to be voided")
+    with db.read_session() as session:
+        screening = session.exec(select(Screening).where(Screening.order_id == worst.id)).one()
+        payment = session.exec(select(Payment).where(Payment.order_id == worst.id)).one()
+        assert screening.decision == "reject" and screening.score >= 80
+        assert {s["code"] for s in screening.signals} >= {"email_velocity", "sku_quantity",
+                                                         "disposable_email"}
+        assert session.exec(select(Email).where(Email.order_id == worst.id,
+                                                Email.template == "order_cancelled")).one()
+        assert verify_ledger(session) == []
+    assert create_gateway(settings).retrieve_intent(
+        payment.stripe_payment_intent_id).status == "canceled"
+    held_by_others = 3  # the first three orders keep (or have allocated) their units
+    item = stock_of(db, variant)
+    assert item.reserved + item.allocated == held_by_others
