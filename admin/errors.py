@@ -14,6 +14,7 @@ STATUS_OF_CODE = {
     "conflict": 409,
     "insufficient_stock": 409,
     "illegal_transition": 409,
+    "capture_in_progress": 409,
     "rate_limited": 429,
     "unauthenticated": 401,
     "forbidden": 403,

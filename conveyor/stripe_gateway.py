@@ -212,8 +212,13 @@ class LocalstripeGateway(StripeGateway):
 
     - It cannot build a PaymentMethod from a token; a PaymentIntent takes the token's card id
       (`card_...`) as its payment method instead.
-    - Its charges carry no card details; they are read from that card object.
+    - Its charges carry no card details; they are read from that card object (once per
+      card: a card's details never change).
     """
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._cards: dict[str, dict[str, Any]] = {}
 
     def _payment_method_params(self, payment_token: str) -> dict[str, Any]:
         token = self._call(self.client.v1.tokens.retrieve, payment_token)
@@ -224,8 +229,10 @@ class LocalstripeGateway(StripeGateway):
         method = data.get("payment_method")
         charge = data.get("latest_charge")
         if isinstance(method, str) and method.startswith("card_") and isinstance(charge, dict):
-            card = self._call(self.client.v1.payment_methods.retrieve, method)
-            data["latest_charge"] = {**charge, "source": _as_dict(card)}
+            if method not in self._cards:
+                card = self._call(self.client.v1.payment_methods.retrieve, method)
+                self._cards[method] = _as_dict(card)
+            data["latest_charge"] = {**charge, "source": self._cards[method]}
         return IntentSnapshot.from_dict(data)
 
 

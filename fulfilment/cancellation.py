@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from jinja2 import Environment
 from sqlmodel import col, select
@@ -28,6 +29,14 @@ from models.payments import HOLDS_FUNDS, Payment, PaymentStatus
 
 class CannotCancel(DomainError):
     code = "illegal_transition"
+
+
+class CaptureInProgress(DomainError):
+    code = "capture_in_progress"
+
+
+# A capture that started longer ago than this is taken to have died with its worker.
+CAPTURE_GRACE = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -51,12 +60,17 @@ def cancel_order(
     if not can_transition(order.status, target):
         raise CannotCancel(f"An order that is {order.status.replace('_', ' ')} cannot be "
                            f"{target.replace('_', ' ')}.", details={"status": order.status})
+    payments = list(session.exec(select(Payment).where(Payment.order_id == order.id)
+                                 .order_by(col(Payment.attempt)).with_for_update()))
+    capturing = [p for p in payments if p.status == PaymentStatus.AUTHORIZED
+                 and p.capture_started_at and utcnow() - p.capture_started_at < CAPTURE_GRACE]
+    if capturing:
+        raise CaptureInProgress("The payment is being captured at this moment; try again in a "
+                                "minute (the order will then need a refund).")
     previous = order.status
     session.add(transition(order, target, actor=actor, reason=reason, at=utcnow()))
     units = (release_reservations(uow=uow, order_id=order.id, reason=reason, actor=actor)
              + release_allocations(uow=uow, order_id=order.id, reason=reason, actor=actor))
-    payments = list(session.exec(select(Payment).where(Payment.order_id == order.id)
-                                 .order_by(col(Payment.attempt)).with_for_update()))
     to_void = [p for p in payments
                if p.status == PaymentStatus.AUTHORIZED or p.status in UNSETTLED]
     for payment in to_void:

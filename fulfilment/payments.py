@@ -280,13 +280,19 @@ def capture_order_payment(
     still waits for capture (with a key per payment, so Stripe itself also dedupes). If the
     authorisation is gone (expired, voided), the order goes on hold for a person.
     """
-    with db.read_session() as session:
-        order = session.get(Order, order_id)
-        payment = session.get(Payment, order.payment_id) if order and order.payment_id else None
-    if order is None or payment is None or payment.stripe_payment_intent_id is None:
-        return "nothing to capture"
-    if order.status not in (OrderStatus.APPROVED, OrderStatus.ALLOCATED):
-        return f"order is {order.status}"
+    with db.unit_of_work() as uow:
+        # Under the order's lock: the order may still be captured, and a cancellation that
+        # comes now sees the capture under way (see fulfilment.cancellation).
+        order = uow.session.get(Order, order_id, with_for_update=True)
+        payment = (uow.session.get(Payment, order.payment_id, with_for_update=True)
+                   if order and order.payment_id else None)
+        if order is None or payment is None or payment.stripe_payment_intent_id is None:
+            return "nothing to capture"
+        if order.status not in (OrderStatus.APPROVED, OrderStatus.ALLOCATED):
+            return f"order is {order.status}"
+        if payment.status == PaymentStatus.AUTHORIZED:
+            payment.capture_started_at = payment.capture_started_at or utcnow()
+    assert payment.stripe_payment_intent_id is not None
     intent = gateway.retrieve_intent(payment.stripe_payment_intent_id)
     if intent.status == "requires_capture":
         try:

@@ -85,15 +85,16 @@ def gather_facts(session: Session, order: Order, payment: Payment | None,
     r = rules.signals
     card_orders = 0
     if payment is not None and payment.card_fingerprint:
+        # Other placed orders paid by the same card, whatever became of their payment since
+        # (a rejected order's authorisation is voided, but it still counts, as in the other
+        # velocity signals, so that a replay finds what the screening found).
         hours = r["card_velocity"].window_hours or 0
         card_orders = int(session.exec(
-            select(func.count(func.distinct(Payment.order_id)))
+            select(func.count()).select_from(Payment)
             .join(Order, col(Order.id) == Payment.order_id)
             .where(Payment.card_fingerprint == payment.card_fingerprint,
-                   col(Payment.order_id) != order.id,
-                   col(Payment.status).in_((PaymentStatus.AUTHORIZED, PaymentStatus.CAPTURED,
-                                            PaymentStatus.PARTIALLY_REFUNDED,
-                                            PaymentStatus.REFUNDED)),
+                   col(Order.payment_id) == Payment.id,  # the attempt that paid the order
+                   col(Order.id) != order.id, col(Order.status).in_(PLACED),
                    col(Order.authorized_at) >= as_of - timedelta(hours=hours),
                    col(Order.authorized_at) < as_of)).one())
     failed = int(session.exec(select(func.count()).select_from(Payment).where(
@@ -222,12 +223,15 @@ class Assessment:
     decision: Decision
 
 
-def assess(session: Session, order: Order, rules: RuleSetBody,
-           as_of: datetime | None = None) -> Assessment:
+def assess(session: Session, order: Order, rules: RuleSetBody, as_of: datetime | None = None,
+           known_issues: list[dict[str, Any]] | None = None) -> Assessment:
+    """Signals, score and decision under `rules`; the quality checks run unless their
+    findings are given (`known_issues`, as a replay takes them from the screening)."""
     as_of = as_of or order.authorized_at or utcnow()
     payment = session.get(Payment, order.payment_id) if order.payment_id else None
     signals = evaluate(gather_facts(session, order, payment, rules, as_of), rules)
-    issues = quality_issues(session, order, payment, as_of)
+    issues = (quality_issues(session, order, payment, as_of) if known_issues is None
+              else known_issues)
     points = score(signals)
     return Assessment(signals, points, issues, decide(points, issues, rules.thresholds))
 
@@ -330,7 +334,10 @@ class BacktestReport:
 def backtest(session: Session, candidate: RuleSetBody, *,
              since: datetime | None = None) -> BacktestReport:
     """Replay `candidate` over every screened order (as of each order's authorisation) and
-    compare with the decision the rules of the day made. Reads only; changes nothing."""
+    compare with the decision the rules of the day made. Reads only; changes nothing.
+
+    The quality issues are those the screening found: they are no part of a rule set, and
+    checked again today they would reflect today's catalogue, not the order's."""
     report = BacktestReport()
     query = (select(Order, Screening).join(Screening, col(Screening.order_id) == Order.id)
              .order_by(col(Screening.screened_at), col(Order.id)))
@@ -338,7 +345,7 @@ def backtest(session: Session, candidate: RuleSetBody, *,
         query = query.where(col(Screening.screened_at) >= since)
     for order, screening in session.exec(query):
         report.orders += 1
-        assessment = assess(session, order, candidate)
+        assessment = assess(session, order, candidate, known_issues=screening.quality_issues)
         key = (screening.decision, str(assessment.decision))
         report.counts[key] = report.counts.get(key, 0) + 1
         if assessment.decision != screening.decision:

@@ -24,7 +24,8 @@ def _configure(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
-        compare_server_default=True,
+        # Server defaults exist only to fill new NOT NULL columns of existing rows.
+        compare_server_default=False,
     )
 
 

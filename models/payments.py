@@ -85,5 +85,6 @@ class Payment(SQLModel, table=True):
     risk_level: str = Field(default="", max_length=20)
     client_ip: str = Field(default="", max_length=64, index=True)
     email: str = Field(default="", max_length=254, index=True)
+    capture_started_at: datetime | None = utc_column(default=None, nullable=True)
     created_at: datetime = utc_column(default_factory=utcnow, index=True)
     updated_at: datetime = utc_column(default_factory=utcnow)

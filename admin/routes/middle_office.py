@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import redis
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
 
 from admin import orders as desk
@@ -55,6 +55,8 @@ class ReviewQuery(Schema):
 
 
 class DecisionRequest(Schema):
+    model_config = ConfigDict(str_strip_whitespace=True)  # blanks are no reason
+
     reason: str = Field(min_length=3, max_length=1000)
 
 
@@ -137,6 +139,8 @@ class RuleSetVersions(BaseModel):
 
 
 class RuleSetIn(Schema):
+    model_config = ConfigDict(str_strip_whitespace=True)  # a blank note is no note
+
     body: RuleSetBody
     note: str = Field(min_length=3, max_length=500)
 

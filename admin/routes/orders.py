@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
 from admin import orders as desk
@@ -191,10 +191,14 @@ class PaymentList(BaseModel):
 
 
 class NoteRequest(Schema):
+    model_config = ConfigDict(str_strip_whitespace=True)  # a blank note is no note
+
     text: str = Field(min_length=1, max_length=4000)
 
 
 class CancelRequest(Schema):
+    model_config = ConfigDict(str_strip_whitespace=True)  # blanks are no reason
+
     reason: str = Field(min_length=3, max_length=500)
 
 

@@ -35,7 +35,9 @@ def backtest_command(
     Nothing is written."""
     try:
         raw = json.loads(rules.read_text())
-        candidate = RuleSetBody.model_validate(raw.get("body", raw))
+        if isinstance(raw, dict) and "body" in raw:  # one rule set as the API returns it
+            raw = raw["body"]
+        candidate = RuleSetBody.model_validate(raw)
     except (ValueError, ValidationError) as exc:
         typer.echo(f"error: {rules} is not a valid rule set: {exc}", err=True)
         raise typer.Exit(2) from None
