@@ -5,14 +5,13 @@ Queues are per stage, so a slow stage (a Stripe call) never holds up another (sc
 
 from __future__ import annotations
 
-QUEUES = ("screening", "capture", "allocation", "payments", "mail", "maintenance")
+QUEUES = ("screening", "capture", "payments", "mail", "maintenance")
 # Queues whose actors call Stripe: `conveyor run` gives them a worker process of their own.
 STRIPE_QUEUES = ("capture", "payments")
 
 ACTOR_QUEUES: dict[str, str] = {
     "screen_order": "screening",
-    "capture_payment": "capture",
-    "allocate_order": "allocation",
+    "capture_payment": "capture",  # then allocation, in the transaction recording the capture
     "process_stripe_event": "payments",
     "void_payment": "payments",
     "deliver_email": "mail",

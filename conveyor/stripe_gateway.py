@@ -212,8 +212,8 @@ class LocalstripeGateway(StripeGateway):
 
     - It cannot build a PaymentMethod from a token; a PaymentIntent takes the token's card id
       (`card_...`) as its payment method instead.
-    - Its charges carry no card details; they are read from that card object (once per
-      card: a card's details never change).
+    - Its charges carry no card details; they are read from that card object while the
+      intent is being authorised (after that, the payment has them already), once per card.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -228,7 +228,9 @@ class LocalstripeGateway(StripeGateway):
         data = _as_dict(intent)
         method = data.get("payment_method")
         charge = data.get("latest_charge")
-        if isinstance(method, str) and method.startswith("card_") and isinstance(charge, dict):
+        if (isinstance(method, str) and method.startswith("card_") and isinstance(charge, dict)
+                and data.get("status") in ("requires_capture", "requires_action",
+                                           "requires_payment_method")):
             if method not in self._cards:
                 card = self._call(self.client.v1.payment_methods.retrieve, method)
                 self._cards[method] = _as_dict(card)

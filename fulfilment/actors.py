@@ -16,7 +16,7 @@ from conveyor import runtime
 from conveyor.errors import DomainError
 from conveyor.mail import deliver_email as deliver
 from conveyor.messages import queue_of
-from fulfilment import allocation, expiry, payments, screening
+from fulfilment import expiry, payments, screening
 
 
 def _policy(actor_name: str, **overrides: Any) -> dict[str, Any]:
@@ -45,11 +45,6 @@ def capture_payment(order_id: str) -> None:
     payments.capture_order_payment(db=rt.db, gateway=rt.gateway, env=rt.templates,
                                    settings=rt.settings, order_id=UUID(order_id))
 
-
-@dramatiq.actor(**_policy("allocate_order"))
-def allocate_order(order_id: str) -> None:
-    with runtime.current().db.unit_of_work() as uow:
-        allocation.allocate_order(uow=uow, order_id=UUID(order_id))
 
 
 @dramatiq.actor(**_policy("process_stripe_event"))

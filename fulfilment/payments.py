@@ -25,6 +25,7 @@ from conveyor.db import Database, UnitOfWork
 from conveyor.mail import queue_email
 from conveyor.settings import Settings
 from conveyor.stripe_gateway import IntentSnapshot, PaymentProviderError, StripeGateway
+from fulfilment.allocation import allocate_order
 from models.base import utcnow
 from models.cart import CartLine
 from models.messaging import StripeEvent
@@ -274,11 +275,14 @@ def capture_order_payment(
     *, db: Database, gateway: StripeGateway, env: Environment, settings: Settings,
     order_id: uuid.UUID,
 ) -> str:
-    """Capture an approved order's authorisation, then queue its allocation.
+    """Capture an approved order's authorisation, then allocate its stock in the same
+    transaction that records the capture: the order is then ready to pick.
 
-    Safe to run twice or after a crash: the intent is read first and captured only while it
-    still waits for capture (with a key per payment, so Stripe itself also dedupes). If the
-    authorisation is gone (expired, voided), the order goes on hold for a person.
+    Safe to run twice or after a crash: the capture carries a key per payment, so Stripe
+    answers a repeat with the first result; a capture Stripe refuses (captured already by a
+    run that died before recording it, or an authorisation that is gone) is read back and
+    recorded as it is. If the authorisation is gone (expired, voided), the order goes on hold
+    for a person.
     """
     with db.unit_of_work() as uow:
         # Under the order's lock: the order may still be captured, and a cancellation that
@@ -288,28 +292,28 @@ def capture_order_payment(
                    if order and order.payment_id else None)
         if order is None or payment is None or payment.stripe_payment_intent_id is None:
             return "nothing to capture"
-        if order.status not in (OrderStatus.APPROVED, OrderStatus.ALLOCATED):
+        if order.status != OrderStatus.APPROVED:  # allocated means captured already
             return f"order is {order.status}"
         if payment.status == PaymentStatus.AUTHORIZED:
             payment.capture_started_at = payment.capture_started_at or utcnow()
-    assert payment.stripe_payment_intent_id is not None
-    intent = gateway.retrieve_intent(payment.stripe_payment_intent_id)
-    if intent.status == "requires_capture":
-        try:
-            intent = gateway.capture_intent(
-                intent.id, idempotency_key=f"conveyor:payment:{payment.id}:capture")
-        except PaymentProviderError:
-            intent = gateway.retrieve_intent(intent.id)  # captured meanwhile, or gone
-            if intent.status == "requires_capture":
-                raise  # Stripe did not answer: let the actor retry
+    intent_id = payment.stripe_payment_intent_id
+    assert intent_id is not None
+    try:
+        intent = gateway.capture_intent(
+            intent_id, idempotency_key=f"conveyor:payment:{payment.id}:capture")
+    except PaymentProviderError:
+        # Refused: captured already (an earlier run that died before recording it), or the
+        # authorisation is gone. Or Stripe did not answer. Read what the intent says now.
+        intent = gateway.retrieve_intent(intent_id)
+        if intent.status == "requires_capture":
+            raise  # Stripe did not answer: let the actor retry
     with db.unit_of_work() as uow:
         apply_intent(uow=uow, intent=intent, env=env, settings=settings, source="capture")
         order = uow.session.get(Order, order_id, with_for_update=True)
         assert order is not None
         captured = uow.session.get(Payment, payment.id)
         if captured is not None and captured.status == PaymentStatus.CAPTURED:
-            if order.status == OrderStatus.APPROVED:
-                outbox.enqueue(uow, "allocate_order", str(order.id))
+            allocate_order(uow=uow, order_id=order.id)  # nothing to do if allocated already
             return "captured"
         if order.status == OrderStatus.APPROVED:
             uow.session.add(transition(

@@ -10,7 +10,6 @@ It locks the order and is idempotent: a second run finds the screening and does 
 
 from __future__ import annotations
 
-import statistics
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jinja2 import Environment
-from sqlalchemy import func
+from sqlalchemy import false, func, or_
 from sqlmodel import Session, col, select
 
 from conveyor import outbox
@@ -67,21 +66,63 @@ def rules_in_force(session: Session) -> RuleSet:
     return rule_set
 
 
-def _count_since(session: Session, order: Order, column: Any, value: str,
-                 hours: float | None, as_of: datetime) -> int:
-    if not value or hours is None:
-        return 0
-    query = (select(func.count()).select_from(Order)
-             .where(column == value, col(Order.id) != order.id,
-                    col(Order.status).in_(PLACED),
-                    col(Order.authorized_at) >= as_of - timedelta(hours=hours),
-                    col(Order.authorized_at) < as_of))
-    return int(session.exec(query).one())
+def _velocities(session: Session, order: Order, rules: RuleSetBody,
+                as_of: datetime) -> tuple[int, int, int]:
+    """Other placed orders from the same email, IP and device within each signal's window,
+    counted in one pass over the longest window."""
+    r = rules.signals
+    hours = {code: r[code].window_hours or 0.0
+             for code in ("email_velocity", "ip_velocity", "device_velocity")}
+    since = {code: as_of - timedelta(hours=h) for code, h in hours.items()}
+    email, ip, device = order.email.lower(), order.client_ip, order.device_id
+    same_email = func.lower(col(Order.email)) == email
+    same_ip = col(Order.client_ip) == ip if ip else false()
+    same_device = col(Order.device_id) == device if device else false()
+    when = col(Order.authorized_at)
+    row = session.exec(
+        select(func.count().filter(same_email, when >= since["email_velocity"]),
+               func.count().filter(same_ip, when >= since["ip_velocity"]),
+               func.count().filter(same_device, when >= since["device_velocity"]))
+        .where(col(Order.id) != order.id, col(Order.status).in_(PLACED),
+               when >= min(since.values()), when < as_of, or_(same_email, same_ip, same_device))
+    ).one()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def _history(session: Session, order: Order, as_of: datetime) -> tuple[int, int, bool]:
+    """The customer's earlier orders (count, average total) and whether any earlier order came
+    from the same email domain, in one query."""
+    email = order.email.lower()
+    domain = email.rsplit("@", 1)[-1]
+    same_email = func.lower(col(Order.email)) == email
+    same_domain = func.lower(col(Order.email)).like(f"%@{domain}")
+    count, average, domain_orders = session.exec(
+        select(func.count().filter(same_email), func.avg(Order.total_cents).filter(same_email),
+               func.count().filter(same_domain))
+        .where(col(Order.id) != order.id, col(Order.status).in_(PLACED),
+               col(Order.authorized_at) < as_of, or_(same_email, same_domain))
+    ).one()
+    return int(count), int(average or 0), int(domain_orders) > 0
+
+
+def _shop_median(session: Session, order: Order, as_of: datetime) -> tuple[int, int]:
+    """(how many, median total) of the shop's latest SHOP_MEDIAN_SAMPLE placed orders."""
+    latest = (select(Order.total_cents)
+              .where(col(Order.id) != order.id, col(Order.status).in_(PLACED),
+                     col(Order.authorized_at) < as_of)
+              .order_by(col(Order.authorized_at).desc()).limit(SHOP_MEDIAN_SAMPLE).subquery())
+    ranked = select(latest.c.total_cents,
+                    func.row_number().over(order_by=latest.c.total_cents).label("rank"),
+                    func.count().over().label("size")).subquery()
+    row = session.exec(select(ranked.c.size, ranked.c.total_cents)
+                       .where(ranked.c.rank == (ranked.c.size + 1) / 2)).first()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def gather_facts(session: Session, order: Order, payment: Payment | None,
-                 rules: RuleSetBody, as_of: datetime) -> Facts:
-    """Everything the signals need, as of `as_of` (the order's authorisation)."""
+                 rules: RuleSetBody, as_of: datetime,
+                 lines: list[OrderLine] | None = None) -> Facts:
+    """Everything the signals need, as of `as_of` (the order's authorisation), in six queries."""
     r = rules.signals
     card_orders = 0
     if payment is not None and payment.card_fingerprint:
@@ -100,32 +141,21 @@ def gather_facts(session: Session, order: Order, payment: Payment | None,
     failed = int(session.exec(select(func.count()).select_from(Payment).where(
         Payment.order_id == order.id, Payment.status == PaymentStatus.FAILED)).one())
     domain = order.email.rsplit("@", 1)[-1].lower()
-    earlier = (select(Order.total_cents)
-               .where(col(Order.id) != order.id, col(Order.status).in_(PLACED),
-                      col(Order.authorized_at) < as_of))
-    seen_domain = session.exec(
-        select(Order.id).where(col(Order.id) != order.id, col(Order.status).in_(PLACED),
-                               col(Order.authorized_at) < as_of,
-                               func.lower(col(Order.email)).like(f"%@{domain}"))
-    ).first() is not None
-    history = list(session.exec(earlier.where(func.lower(col(Order.email)) ==
-                                              order.email.lower())))
-    shop = list(session.exec(earlier.order_by(col(Order.authorized_at).desc())
-                             .limit(SHOP_MEDIAN_SAMPLE)))
-    lines = list(session.exec(select(OrderLine).where(OrderLine.order_id == order.id)))
+    email_orders, ip_orders, device_orders = _velocities(session, order, rules, as_of)
+    customer_orders, customer_average, seen_domain = _history(session, order, as_of)
+    shop_orders, shop_median = _shop_median(session, order, as_of)
+    if lines is None:
+        lines = order_lines(session, order)
     biggest = max(lines, key=lambda line: line.quantity, default=None)
     return Facts(
         email=order.email,
-        email_orders=_count_since(session, order, func.lower(col(Order.email)),
-                                  order.email.lower(), r["email_velocity"].window_hours, as_of),
+        email_orders=email_orders,
         ip=order.client_ip,
-        ip_orders=_count_since(session, order, col(Order.client_ip), order.client_ip,
-                               r["ip_velocity"].window_hours, as_of),
+        ip_orders=ip_orders,
         card_fingerprint=payment.card_fingerprint if payment else "",
         card_orders=card_orders,
         device_id=order.device_id,
-        device_orders=_count_since(session, order, col(Order.device_id), order.device_id,
-                                   r["device_velocity"].window_hours, as_of),
+        device_orders=device_orders,
         failed_attempts=failed,
         shipping_country=order.country,
         card_country=payment.card_country if payment else "",
@@ -136,10 +166,10 @@ def gather_facts(session: Session, order: Order, payment: Payment | None,
         disposable_domain=domain in DISPOSABLE_DOMAINS,
         domain_seen_before=seen_domain,
         total_cents=order.total_cents,
-        customer_orders=len(history),
-        customer_average_cents=int(statistics.fmean(history)) if history else 0,
-        shop_orders=len(shop),
-        shop_median_cents=int(statistics.median(shop)) if shop else 0,
+        customer_orders=customer_orders,
+        customer_average_cents=customer_average,
+        shop_orders=shop_orders,
+        shop_median_cents=shop_median,
         max_units_of_one_sku=biggest.quantity if biggest else 0,
         sku_of_max_units=biggest.sku if biggest else "",
         cvc_check=payment.cvc_check if payment else "",
@@ -152,9 +182,15 @@ def _issue(code: str, reason: str, **facts: Any) -> dict[str, Any]:
     return {"code": code, "reason": reason, "facts": facts}
 
 
+def order_lines(session: Session, order: Order) -> list[OrderLine]:
+    return list(session.exec(select(OrderLine).where(OrderLine.order_id == order.id)
+                             .order_by(col(OrderLine.id))))
+
+
 def quality_issues(session: Session, order: Order, payment: Payment | None,
-                   as_of: datetime) -> list[dict[str, Any]]:
-    """What is wrong with the order itself, whoever placed it."""
+                   as_of: datetime, lines: list[OrderLine] | None = None,
+                   ) -> list[dict[str, Any]]:
+    """What is wrong with the order itself, whoever placed it (two queries)."""
     issues: list[dict[str, Any]] = []
     checks: list[tuple[str, Callable[[], str]]] = [
         ("email", lambda: normalise_email(order.email)),
@@ -172,7 +208,8 @@ def quality_issues(session: Session, order: Order, payment: Payment | None,
         if not getattr(order, name).strip():
             issues.append(_issue("incomplete_address", f"The {name} is missing.", field=name))
 
-    lines = list(session.exec(select(OrderLine).where(OrderLine.order_id == order.id)))
+    if lines is None:
+        lines = order_lines(session, order)
     subtotal = sum(line.unit_price_cents * line.quantity for line in lines)
     method = shipping_method(order.shipping_method)
     expected = order_totals(subtotal, method, order.country) if method else None
@@ -198,20 +235,22 @@ def quality_issues(session: Session, order: Order, payment: Payment | None,
                                  sku=line.sku))
 
     mine = sorted((line.variant_id, line.quantity) for line in lines)
-    recent = session.exec(
-        select(Order.id, Order.number).where(
-            col(Order.id) != order.id, col(Order.status).in_(PLACED),
-            func.lower(col(Order.email)) == order.email.lower(),
-            col(Order.authorized_at) >= as_of - DUPLICATE_WINDOW,
-            col(Order.authorized_at) <= as_of))
-    for other_id, other_number in recent:
-        theirs = sorted(session.exec(select(OrderLine.variant_id, OrderLine.quantity)
-                                     .where(OrderLine.order_id == other_id)).all())
-        if [tuple(t) for t in theirs] == mine:
-            issues.append(_issue("duplicate_order", f"The same items were ordered by the same "
-                                 f"customer minutes before ({other_number}).",
-                                 other_order=other_number))
-            break
+    recent: dict[str, list[tuple[int, int]]] = {}
+    for number, variant_id, quantity in session.exec(
+        select(Order.number, OrderLine.variant_id, OrderLine.quantity)
+        .join(OrderLine, col(OrderLine.order_id) == Order.id)
+        .where(col(Order.id) != order.id, col(Order.status).in_(PLACED),
+               func.lower(col(Order.email)) == order.email.lower(),
+               col(Order.authorized_at) >= as_of - DUPLICATE_WINDOW,
+               col(Order.authorized_at) <= as_of)
+        .order_by(col(Order.authorized_at))
+    ):
+        recent.setdefault(number, []).append((variant_id, quantity))
+    duplicate = next((number for number, theirs in recent.items() if sorted(theirs) == mine),
+                     None)
+    if duplicate is not None:
+        issues.append(_issue("duplicate_order", "The same items were ordered by the same "
+                             f"customer minutes before ({duplicate}).", other_order=duplicate))
     return issues
 
 
@@ -229,8 +268,9 @@ def assess(session: Session, order: Order, rules: RuleSetBody, as_of: datetime |
     findings are given (`known_issues`, as a replay takes them from the screening)."""
     as_of = as_of or order.authorized_at or utcnow()
     payment = session.get(Payment, order.payment_id) if order.payment_id else None
-    signals = evaluate(gather_facts(session, order, payment, rules, as_of), rules)
-    issues = (quality_issues(session, order, payment, as_of) if known_issues is None
+    lines = order_lines(session, order)
+    signals = evaluate(gather_facts(session, order, payment, rules, as_of, lines), rules)
+    issues = (quality_issues(session, order, payment, as_of, lines) if known_issues is None
               else known_issues)
     points = score(signals)
     return Assessment(signals, points, issues, decide(points, issues, rules.thresholds))

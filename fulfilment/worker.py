@@ -6,9 +6,12 @@ settings, installs the process runtime once the process has booted, then declare
 
 from __future__ import annotations
 
+import logging
+
 from conveyor.broker import RuntimeMiddleware, create_broker
 from conveyor.settings import Settings
 
+logging.getLogger("stripe").setLevel(logging.WARNING)  # not a log line per API call
 settings = Settings()
 broker = create_broker(settings)
 broker.add_middleware(RuntimeMiddleware(settings))

@@ -20,7 +20,6 @@ from conveyor.messages import QUEUES
 from conveyor.settings import Settings
 from conveyor.stripe_gateway import create_gateway
 from conveyor.templating import create_environment
-from fulfilment.allocation import allocate_order
 from fulfilment.payments import capture_order_payment
 from fulfilment.screening import screen_order
 from models.audit import AuditEntry
@@ -351,8 +350,6 @@ def test_the_order_detail_shows_the_screening_and_later_the_allocations(
                        headers=reviewer).status_code == 200
     assert capture_order_payment(db=db, gateway=create_gateway(settings), env=ENV,
                                  settings=settings, order_id=order.id) == "captured"
-    with db.unit_of_work() as uow:
-        assert allocate_order(uow=uow, order_id=order.id)
 
     detail = client.get(f"/api/orders/{order.number}", headers=reviewer).json()
     assert detail["status"] == "allocated"

@@ -442,7 +442,7 @@ def capture(db: Database, settings: Settings, order_id: uuid.UUID) -> str:
                                  settings=settings, order_id=order_id)
 
 
-def test_capture_takes_the_payment_once_and_queues_allocation(db, settings):
+def test_capture_takes_the_payment_once_and_allocates_the_stock(db, settings):
     order = approved_order(db, settings, [(one_variant(db), 2)])
 
     assert capture(db, settings, order.id) == "captured"
@@ -454,20 +454,17 @@ def test_capture_takes_the_payment_once_and_queues_allocation(db, settings):
                                                         order.total_cents)
     intent = create_gateway(settings).retrieve_intent(payment.stripe_payment_intent_id)
     assert (intent.status, intent.amount) == ("succeeded", order.total_cents)
-    assert outbox(db, "allocate_order") == [[str(order.id)]]
-    assert reload(db, order.id).status == OrderStatus.APPROVED
+    assert reload(db, order.id).status == OrderStatus.ALLOCATED  # in the same transaction
 
-    assert capture(db, settings, order.id) == "captured"  # a repeated message
+    assert capture(db, settings, order.id) == "order is allocated"  # a repeated message
 
     with db.read_session() as session:
         again = session.get(Payment, order.payment_id)
         assert again is not None
     assert (again.status, again.captured_cents, again.updated_at) == (
         payment.status, payment.captured_cents, payment.updated_at)
-    # Nothing new at Stripe or here. Allocation may be asked for once more (the order is
-    # still approved); allocating is idempotent, so that is harmless.
-    assert {tuple(args) for args in outbox(db, "allocate_order")} == {(str(order.id),)}
-    assert transitions(db, order.id)[-1] == ("authorized", "approved")
+    assert transitions(db, order.id)[-2:] == [("authorized", "approved"),
+                                              ("approved", "allocated")]
 
 
 def test_staff_cannot_cancel_while_the_payment_is_being_captured(db, settings):
@@ -509,18 +506,14 @@ def test_an_order_that_is_not_approved_is_not_captured(db, settings):
     with db.read_session() as session:
         payment = session.get(Payment, order.payment_id)
         assert payment is not None and payment.status == PaymentStatus.AUTHORIZED
-    assert outbox(db, "allocate_order") == []
+    assert reload(db, order.id).status == OrderStatus.ON_HOLD
 
 
 def test_allocation_turns_the_reservation_into_units_set_aside_in_the_bin(db, settings):
     variant = one_variant(db, stock=6)
     order = approved_order(db, settings, [(variant, 2)])
-    assert capture(db, settings, order.id) == "captured"
+    assert capture(db, settings, order.id) == "captured"  # which allocates as it records
 
-    with db.unit_of_work() as uow:
-        picks = allocation.allocate_order(uow=uow, order_id=order.id)
-
-    assert picks is not None and [(p.variant_id, p.quantity) for p in picks] == [(variant, 2)]
     with db.read_session() as session:
         [allocated] = session.exec(select(Allocation).where(Allocation.order_id == order.id))
         location = session.get(Location, allocated.location_id)
