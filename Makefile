@@ -28,11 +28,12 @@ run: $(VENV)/.run-deps
 test: $(VENV)/.test-deps
 	scripts/ensure-test-services
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## Benchmarks (not part of the test run); figures go to docs/benchmarks.md.
 bench: $(VENV)/.test-deps

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
+from contextvars import ContextVar
 
 import redis
 from starlette.applications import Starlette
@@ -23,6 +25,16 @@ from conveyor.db import Database
 from conveyor.settings import Settings
 
 log = logging.getLogger("admin")
+access_log = logging.getLogger("admin.access")
+current_request_id: ContextVar[str] = ContextVar("request_id", default="-")
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the current request's id on every log record (as `request_id`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = current_request_id.get()
+        return True
 API = Api.merge(auth.api, orders.api, middle_office.api, catalogue.api, audit_log.api)
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 HEADERS = {
@@ -53,16 +65,26 @@ class RequestContextMiddleware:
         supplied = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = supplied if REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        token = current_request_id.set(request_id)
+        started = time.perf_counter()
+        status = 500
 
         async def send_with_headers(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 present = {name.lower() for name, _ in message.get("headers", [])}
                 extra = [(k, v) for k, v in self.headers if k not in present]
                 message["headers"] = [*message.get("headers", []), *extra,
                                       (b"x-request-id", request_id.encode())]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            access_log.info("%s %s %s %.1fms", scope["method"], scope["path"], status,
+                            (time.perf_counter() - started) * 1000)
+            current_request_id.reset(token)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, tuple_
+from sqlalchemy import tuple_
 from sqlmodel import Session, col, func, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from conveyor.db import Database
 from conveyor.errors import DomainError, NotFound
@@ -50,7 +51,7 @@ class OrderFilter:
     sort: str = "-created_at"
 
 
-def _filtered(query: Select[Any], f: OrderFilter) -> Select[Any]:
+def _filtered(query: SelectOfScalar[Order], f: OrderFilter) -> SelectOfScalar[Order]:
     if f.statuses:
         query = query.where(col(Order.status).in_(f.statuses))
     if f.created_from is not None:
@@ -60,7 +61,7 @@ def _filtered(query: Select[Any], f: OrderFilter) -> Select[Any]:
     if f.email:
         query = query.where(func.lower(col(Order.email)) == f.email.strip().lower())
     if f.number:
-        query = query.where(Order.number == f.number.strip().upper())
+        query = query.where(col(Order.number) == f.number.strip().upper())
     if f.total_min_cents is not None:
         query = query.where(col(Order.total_cents) >= f.total_min_cents)
     if f.total_max_cents is not None:
@@ -96,7 +97,7 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, uuid.UUID]:
                             details={"reason": str(exc)}) from None
 
 
-def _page_query(f: OrderFilter, cursor: str | None) -> Select[Any]:
+def _page_query(f: OrderFilter, cursor: str | None) -> SelectOfScalar[Order]:
     key = f.sort.lstrip("-")
     column = col(SORT_COLUMNS[key])
     descending = f.sort.startswith("-")

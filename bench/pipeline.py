@@ -147,6 +147,8 @@ def main() -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda i: _place_and_pay(db, settings, variants, i), range(n)))
     print(f"created {n} authorised orders in {time.perf_counter() - started:.1f}s", flush=True)
+    with db.engine.connect() as conn:  # fresh planner statistics, as autovacuum would give
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
 
     env = process_env(settings, LOG_LEVEL="WARNING")
     worker = _start([sys.executable, "-m", "dramatiq", "bench.pipeline_worker", "--processes",

@@ -95,7 +95,7 @@ def _history(session: Session, order: Order, as_of: datetime) -> tuple[int, int,
     email = order.email.lower()
     domain = email.rsplit("@", 1)[-1]
     same_email = func.lower(col(Order.email)) == email
-    same_domain = func.lower(col(Order.email)).like(f"%@{domain}")
+    same_domain = col(Order.email_domain) == domain
     count, average, domain_orders = session.exec(
         select(func.count().filter(same_email), func.avg(Order.total_cents).filter(same_email),
                func.count().filter(same_domain))
@@ -125,7 +125,7 @@ def gather_facts(session: Session, order: Order, payment: Payment | None,
     """Everything the signals need, as of `as_of` (the order's authorisation), in six queries."""
     r = rules.signals
     card_orders = 0
-    if payment is not None and payment.card_fingerprint:
+    if payment is not None and payment.card_fingerprint and r["card_velocity"].weight > 0:
         # Other placed orders paid by the same card, whatever became of their payment since
         # (a rejected order's authorisation is voided, but it still counts, as in the other
         # velocity signals, so that a replay finds what the screening found).

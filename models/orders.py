@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Text
+from sqlalchemy import CheckConstraint, Index, Text, text
 from sqlmodel import Field, SQLModel
 
 from models.base import new_id, utc_column, utcnow
@@ -79,6 +79,8 @@ class Order(SQLModel, table=True):
                         name="amounts_not_negative"),
         CheckConstraint("total_cents = subtotal_cents + shipping_cents + tax_cents",
                         name="total_adds_up"),
+        # Screening looks orders up by customer, address, device, domain and time.
+        Index("ix_orders_email_lower", text("lower(email)")),
     )
 
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
@@ -87,6 +89,7 @@ class Order(SQLModel, table=True):
     status_token: str = Field(max_length=64, unique=True)
 
     email: str = Field(max_length=254, index=True)
+    email_domain: str = Field(default="", max_length=254, index=True)
     full_name: str = Field(max_length=200)
     phone: str = Field(max_length=32)
     address: str = Field(max_length=300)
@@ -104,14 +107,14 @@ class Order(SQLModel, table=True):
     total_cents: int
 
     cart_id: uuid.UUID | None = Field(default=None, index=True)
-    client_ip: str = Field(default="", max_length=64)
+    client_ip: str = Field(default="", max_length=64, index=True)
     device_id: str = Field(default="", max_length=64, index=True)
     payment_attempts: int = 0
     payment_id: uuid.UUID | None = Field(default=None, description="The attempt that paid.")
     created_at: datetime = utc_column(default_factory=utcnow, index=True)
     updated_at: datetime = utc_column(default_factory=utcnow)
     expires_at: datetime | None = utc_column(default=None, nullable=True)
-    authorized_at: datetime | None = utc_column(default=None, nullable=True)
+    authorized_at: datetime | None = utc_column(default=None, nullable=True, index=True)
 
 
 class OrderLine(SQLModel, table=True):

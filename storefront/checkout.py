@@ -154,7 +154,8 @@ def place_order(
 
     totals = totals_for(cart, details.shipping, details.country)
     contact: dict[str, Any] = {
-        "email": details.email, "full_name": details.full_name, "phone": details.phone,
+        "email": details.email, "email_domain": details.email.rsplit("@", 1)[-1].lower(),
+        "full_name": details.full_name, "phone": details.phone,
         "address": details.address, "city": details.city, "postal_code": details.postal_code,
         "country": details.country, "shipping_method": details.shipping.code,
         "shipping_method_name": details.shipping.name, "subtotal_cents": totals.subtotal_cents,

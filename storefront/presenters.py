@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from models.catalog import Variant
-from storefront.catalogue import Price, ProductEntry
+from storefront.catalogue import Price, PriceList, ProductEntry
 
 
 def availability_label(available: int, low_threshold: int) -> str:
@@ -43,23 +42,23 @@ class VariantChoice:
 
 
 def product_cards(
-    entries: list[ProductEntry], stock: dict[int, int], at: datetime, low_threshold: int,
+    entries: list[ProductEntry], stock: dict[int, int], prices: PriceList, low_threshold: int,
 ) -> list[ProductCard]:
     cards = []
     for entry in entries:
+        product_id = entry.product.id or 0
         available = sum(stock.get(vid, 0) for vid in entry.variant_ids)
-        cards.append(ProductCard(entry, entry.lowest_price(at), entry.has_price_range(at),
+        cards.append(ProductCard(entry, prices.lowest[product_id], product_id in prices.ranged,
                                  available, availability_label(available, low_threshold)))
     return cards
 
 
 def variant_choices(
-    entry: ProductEntry, stock: dict[int, int], at: datetime, low_threshold: int,
+    entry: ProductEntry, stock: dict[int, int], prices: PriceList, low_threshold: int,
 ) -> list[VariantChoice]:
     choices = []
-    for variant in entry.variants:
-        assert variant.id is not None
-        available = stock.get(variant.id, 0)
-        choices.append(VariantChoice(variant, entry.price_of(variant, at), available,
+    for variant, variant_id in zip(entry.variants, entry.variant_ids, strict=True):
+        available = stock.get(variant_id, 0)
+        choices.append(VariantChoice(variant, prices.variants[variant_id], available,
                                      availability_label(available, low_threshold)))
     return choices

@@ -113,7 +113,8 @@ def make_pending_order(db: Database, *, email: str = "shopper@example.com",
     n = next(_counter)
     with db.unit_of_work() as uow:
         order = Order(number=f"CV-T{n:07d}", status_token=secrets.token_urlsafe(24),
-                      email=email, full_name="Test Shopper", phone="+49301234567",
+                      email=email, email_domain=email.rsplit("@", 1)[-1].lower(),
+                      full_name="Test Shopper", phone="+49301234567",
                       address="Teststrasse 1", city="Berlin", postal_code="10117", country="DE",
                       shipping_method="standard", shipping_method_name="Standard delivery",
                       subtotal_cents=total_cents, shipping_cents=0, tax_rate_bps=0,

@@ -77,10 +77,16 @@ def admin(
     """Serve the staff JSON API with uvicorn (OpenAPI at /api/openapi.json)."""
     import uvicorn
 
+    from admin.app import RequestIdFilter
+
     settings = _settings()
+    for handler in logging.getLogger().handlers:  # every line says which request it is about
+        handler.addFilter(RequestIdFilter())
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"))
     uvicorn.run("admin.app:app_from_env", factory=True,
                 host=host or settings.admin_host, port=port or settings.admin_port,
-                workers=workers, proxy_headers=True, access_log=False,
+                workers=workers, proxy_headers=True, access_log=False, log_config=None,
                 log_level=settings.log_level.lower())
 
 

@@ -7,29 +7,29 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from models.base import utcnow
-from storefront.catalogue import ProductEntry, paginate, search_product_ids, stock_for
-from storefront.presenters import product_cards, variant_choices
+from storefront.catalogue import (
+    SORTS,
+    PriceList,
+    ProductEntry,
+    paginate,
+    search_product_ids,
+    stock_for,
+)
+from storefront.presenters import ProductCard, product_cards, variant_choices
 from storefront.web import catalogue_of, db_of, parse_int, render, settings_of
 
-SORTS = {
-    "name": ("Name", lambda e, at: e.product.name.lower()),
-    "price": ("Price, low to high", lambda e, at: e.lowest_price(at).cents),
-    "price-desc": ("Price, high to low", lambda e, at: -e.lowest_price(at).cents),
-    "new": ("Newest", lambda e, at: -e.product.created_at.timestamp()),
-}
 
-
-def _cards(request: Request, entries: list[ProductEntry]) -> list[object]:
+def _cards(request: Request, prices: PriceList, entries: list[ProductEntry]) -> list[ProductCard]:
     stock = stock_for(db_of(request), [vid for e in entries for vid in e.variant_ids])
-    return list(product_cards(entries, stock, utcnow(), settings_of(request).low_stock_threshold))
+    return product_cards(entries, stock, prices, settings_of(request).low_stock_threshold)
 
 
 def home(request: Request) -> Response:
     snapshot = catalogue_of(request)
-    now = utcnow()
+    prices = snapshot.prices(utcnow())
     newest = snapshot.newest(8)
-    on_sale = snapshot.on_sale(now, 4)
-    cards = _cards(request, [*newest, *on_sale])
+    on_sale = list(prices.on_sale[:4])
+    cards = _cards(request, prices, [*newest, *on_sale])
     return render(request, "storefront/home.html", {
         "newest": cards[:len(newest)], "on_sale": cards[len(newest):],
         "categories": snapshot.categories,
@@ -44,14 +44,12 @@ def category(request: Request) -> Response:
     sort = request.query_params.get("sort", "name")
     if sort not in SORTS:
         sort = "name"
-    now = utcnow()
-    key = SORTS[sort][1]
-    entries = sorted(snapshot.by_category.get(found.id, ()), key=lambda e: key(e, now))
+    prices = snapshot.prices(utcnow())
+    entries = snapshot.listing(found.id, sort, prices)
     page = paginate(entries, parse_int(request.query_params.get("page"), default=1) or 1)
     return render(request, "storefront/listing.html", {
-        "title": found.name, "category": found, "cards": _cards(request, page.entries),
-        "page": page, "sort": sort, "sorts": {k: v[0] for k, v in SORTS.items()},
-        "base_url": f"/c/{found.slug}",
+        "title": found.name, "category": found, "cards": _cards(request, prices, page.entries),
+        "page": page, "sort": sort, "sorts": SORTS, "base_url": f"/c/{found.slug}",
     })
 
 
@@ -66,8 +64,8 @@ def search(request: Request) -> Response:
     page = paginate(entries, parse_int(request.query_params.get("page"), default=1) or 1)
     return render(request, "storefront/listing.html", {
         "title": f"Search: {query}" if query else "Search", "category": None, "query": query,
-        "cards": _cards(request, page.entries), "page": page, "sort": None, "sorts": {},
-        "base_url": "/search",
+        "cards": _cards(request, snapshot.prices(utcnow()), page.entries), "page": page,
+        "sort": None, "sorts": {}, "base_url": "/search",
     })
 
 
@@ -77,7 +75,8 @@ def product(request: Request) -> Response:
     if entry is None:
         raise HTTPException(404)
     stock = stock_for(db_of(request), entry.variant_ids)
-    choices = variant_choices(entry, stock, utcnow(), settings_of(request).low_stock_threshold)
+    choices = variant_choices(entry, stock, snapshot.prices(utcnow()),
+                              settings_of(request).low_stock_threshold)
     wanted = parse_int(request.query_params.get("variant"))
     selected = next((c for c in choices if c.variant.id == wanted), None) or next(
         (c for c in choices if c.in_stock), choices[0])
