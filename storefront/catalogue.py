@@ -6,7 +6,9 @@ once per `catalogue_check_seconds`. Orders that never change (by name, newest fi
 once per snapshot. Prices follow the sale windows: the snapshot works out a `PriceList` for the
 stretch of time between two window edges (a sale starting or ending) and a new one as soon as a
 request falls past the next edge, so sales start and end on time without a rebuild. Stock is
-never cached: every page reads the live counters of the variants it shows, in one query.
+not part of the snapshot: `stock_for` reads the live counters of the variants a page shows, in
+one query, and `storefront/live_stock.py` keeps what it read only for as long as PostgreSQL
+says it has not changed.
 """
 
 from __future__ import annotations
@@ -238,9 +240,17 @@ class CatalogueCache:
         self._checked_at = 0.0
         self._lock = threading.Lock()
 
-    def get(self) -> CatalogueSnapshot:
+    def peek(self) -> CatalogueSnapshot | None:
+        """The snapshot, if no version check is due; None means call `get` (which may read the
+        database, so off the event loop). Never blocks."""
         snapshot = self._snapshot
         if snapshot is not None and time.monotonic() - self._checked_at < self.check_seconds:
+            return snapshot
+        return None
+
+    def get(self) -> CatalogueSnapshot:
+        snapshot = self.peek()
+        if snapshot is not None:
             return snapshot
         with self._lock:
             if self._snapshot is not None and (

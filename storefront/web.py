@@ -1,10 +1,16 @@
-"""Helpers every storefront endpoint uses: rendering, the session's cart and flash messages."""
+"""Helpers every storefront endpoint uses: rendering, the session's cart and flash messages.
+
+Synchronous endpoints run in the thread pool and may use anything here. `async def` endpoints
+(the catalogue pages) get the snapshot and the stock through `snapshot_of` and `stock_of`,
+which go to the thread pool only when the database must be read, and pass the snapshot to
+`render`, so nothing blocks the event loop.
+"""
 
 from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, ParamSpec, TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -16,6 +22,7 @@ from conveyor.db import Database
 from conveyor.settings import Settings
 from conveyor.stripe_gateway import PaymentProviderError, StripeGateway, create_gateway
 from storefront.catalogue import CatalogueCache, CatalogueSnapshot
+from storefront.live_stock import LiveStock
 from storefront.security import csrf_token
 
 P = ParamSpec("P")
@@ -41,6 +48,25 @@ def db_of(request: Request) -> Database:
 def catalogue_of(request: Request) -> CatalogueSnapshot:
     cache: CatalogueCache = request.app.state.catalogue
     return cache.get()
+
+
+async def snapshot_of(request: Request) -> CatalogueSnapshot:
+    """The catalogue snapshot; from the thread pool only when its version check is due."""
+    cache: CatalogueCache = request.app.state.catalogue
+    snapshot = cache.peek()
+    return snapshot if snapshot is not None else await run_in_threadpool(cache.get)
+
+
+def live_stock_of(request: Request) -> LiveStock:
+    stock: LiveStock = request.app.state.live_stock
+    return stock
+
+
+async def stock_of(request: Request, variant_ids: Collection[int]) -> dict[int, int]:
+    """Live quantities of these variants; from the thread pool only when some must be read."""
+    stock = live_stock_of(request)
+    found = stock.cached(variant_ids)
+    return found if found is not None else await run_in_threadpool(stock.available, variant_ids)
 
 
 def gateway_of(request: Request) -> StripeGateway | None:
@@ -88,12 +114,14 @@ def redirect(url: str) -> RedirectResponse:
 
 def render(
     request: Request, template: str, context: dict[str, Any] | None = None, *,
-    status_code: int = 200, private: bool = False,
+    status_code: int = 200, private: bool = False, snapshot: CatalogueSnapshot | None = None,
 ) -> Response:
-    """Render a page with what the layout needs; `private` pages are never cached."""
+    """Render a page with what the layout needs; `private` pages are never cached. Without
+    `snapshot`, the catalogue is looked up here, which may read the database: `async def`
+    endpoints pass theirs."""
     templates: Jinja2Templates = request.app.state.templates
     flashes = request.session.pop(FLASH_KEY, []) if FLASH_KEY in request.session else []
-    snapshot = catalogue_of(request)
+    snapshot = snapshot or catalogue_of(request)
     page = {
         "csrf_token": lambda: csrf_token(request),
         "flashes": flashes,
