@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from conveyor.db import UnitOfWork
 from fulfilment.inventory import BinPick, allocate_order_stock
 from models.base import utcnow
-from models.inventory import Warehouse
-from models.orders import Order, OrderStatus, transition
+from models.inventory import StockItem, Warehouse
+from models.orders import Order, OrderLine, OrderStatus, transition
 
 ACTOR = "worker:allocation"
 
@@ -24,6 +24,11 @@ def allocate_order(*, uow: UnitOfWork, order_id: uuid.UUID) -> list[BinPick] | N
     if order is None or order.status != OrderStatus.APPROVED:
         return None
     picks = allocate_order_stock(uow=uow, order_id=order_id, actor=ACTOR)
+    costs = {item.variant_id: item.unit_cost_cents for item in session.exec(
+        select(StockItem).where(col(StockItem.variant_id).in_({p.variant_id for p in picks})))}
+    for line in session.exec(select(OrderLine).where(OrderLine.order_id == order_id)):
+        if line.unit_cost_cents is None:  # what the units cost the shop, for margins
+            line.unit_cost_cents = costs.get(line.variant_id, 0)
     codes = {w.id: w.code for w in session.exec(select(Warehouse))}
     warehouses = sorted({codes.get(p.warehouse_id, "?") for p in picks})
     session.add(transition(order, OrderStatus.ALLOCATED, actor=ACTOR, at=utcnow(),

@@ -46,6 +46,8 @@ class Variant(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     product_id: int = Field(foreign_key="product.id", index=True)
     sku: str = Field(max_length=64, unique=True)
+    barcode: str | None = Field(default=None, max_length=32, unique=True,
+                                description="EAN/UPC printed on the item, for scanners.")
     name: str = Field(max_length=120, description="What tells it apart, e.g. 'Size M / Blue'.")
     price_cents: int
     sale_price_cents: int | None = None

@@ -26,6 +26,11 @@ class Warehouse(SQLModel, table=True):
     name: str = Field(max_length=120)
 
 
+class LocationKind(StrEnum):
+    BIN = "bin"
+    PACKING = "packing"  # where picked units wait to be packed and shipped; one per warehouse
+
+
 class Location(SQLModel, table=True):
     """A bin: where units sit in a warehouse; `pick_sequence` orders the walk."""
 
@@ -39,6 +44,7 @@ class Location(SQLModel, table=True):
     aisle: str = Field(default="", max_length=20)
     shelf: str = Field(default="", max_length=20)
     pick_sequence: int = 0
+    kind: str = Field(default=LocationKind.BIN, max_length=16)
 
 
 class StockItem(SQLModel, table=True):
@@ -54,6 +60,9 @@ class StockItem(SQLModel, table=True):
     on_hand: int = 0
     allocated: int = 0
     reserved: int = 0
+    reorder_point: int = Field(default=0, ge=0)
+    reorder_quantity: int = Field(default=0, ge=0)
+    unit_cost_cents: int = Field(default=0, ge=0, description="Weighted average cost.")
 
     @property
     def available(self) -> int:
@@ -134,9 +143,10 @@ class Reservation(SQLModel, table=True):
 
 
 class AllocationStatus(StrEnum):
-    ALLOCATED = "allocated"
+    ALLOCATED = "allocated"  # set aside in a bin, to be picked
+    PICKED = "picked"  # taken to the warehouse's packing location, to be shipped
+    SHIPPED = "shipped"
     RELEASED = "released"
-    PICKED = "picked"
 
 
 class Allocation(SQLModel, table=True):
@@ -151,4 +161,5 @@ class Allocation(SQLModel, table=True):
     location_id: int = Field(foreign_key="location.id")
     quantity: int
     status: str = Field(default=AllocationStatus.ALLOCATED, max_length=16)
+    pick_list_id: int | None = Field(default=None, foreign_key="pick_list.id", index=True)
     created_at: datetime = utc_column(default_factory=utcnow)
