@@ -20,7 +20,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from admin.api import Api, openapi_document
 from admin.errors import ApiError, error_response
-from admin.routes import audit_log, auth, catalogue, middle_office, orders
+from admin.routes import (
+    audit_log,
+    auth,
+    catalogue,
+    finance,
+    middle_office,
+    orders,
+    reports,
+    stock,
+    warehouse,
+)
 from conveyor.db import Database
 from conveyor.settings import Settings
 
@@ -35,7 +45,10 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = current_request_id.get()
         return True
-API = Api.merge(auth.api, orders.api, middle_office.api, catalogue.api, audit_log.api)
+
+
+API = Api.merge(auth.api, orders.api, middle_office.api, catalogue.api, audit_log.api,
+                stock.api, warehouse.api, reports.api, finance.api)
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 HEADERS = {
     "x-content-type-options": "nosniff",
@@ -111,7 +124,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
         return JSONResponse(document)
 
     openapi.access = "public"  # type: ignore[attr-defined]
-    routes = [*API.routes(), Route("/api/openapi.json", openapi, methods=["GET"])]
+    routes = [*API.routes(), Route("/api/openapi.json", openapi, methods=["GET"]),
+              *warehouse.page_routes()]
     app = Starlette(
         routes=routes,
         middleware=[
@@ -124,7 +138,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
         exception_handlers={HTTPException: http_error, 500: server_error},
     )
     app.state.settings = settings
-    app.state.db = db or Database.from_settings(settings)
+    app.state.db = db or Database.for_web_app(settings)
     app.state.openapi = document
     app.state.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5,
                                            socket_connect_timeout=2)

@@ -138,13 +138,13 @@ def export_csv(db: Database, f: OrderFilter, *, batch: int = 500) -> Iterator[st
             orders, cursor = list_orders(session, f, limit=batch, cursor=cursor)
         for order in orders:
             row = [getattr(order, name) for name in CSV_COLUMNS]
-            writer.writerow([_csv_value(value) for value in row])
+            writer.writerow([csv_cell(value) for value in row])
         yield flush()
         if cursor is None:
             return
 
 
-def _csv_value(value: Any) -> Any:
+def csv_cell(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):

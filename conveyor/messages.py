@@ -14,9 +14,11 @@ ACTOR_QUEUES: dict[str, str] = {
     "capture_payment": "capture",  # then allocation, in the transaction recording the capture
     "process_stripe_event": "payments",
     "void_payment": "payments",
+    "process_refund": "payments",
     "deliver_email": "mail",
     "expire_unpaid_orders": "maintenance",
     "sync_payments": "maintenance",
+    "sync_stripe": "maintenance",  # copies of what Stripe moved, for reconciliation
 }
 
 

@@ -34,6 +34,7 @@ def scheduled_jobs(settings: Settings) -> list[Job]:
     return [
         Job("expire_unpaid_orders", settings.expiry_interval_seconds),
         Job("sync_payments", settings.sync_payments_interval_seconds),
+        Job("sync_stripe", settings.stripe_sync_interval_seconds),
     ]
 
 

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
 
     review_deadline_hours: float = 24
     authorization_warning_hours: float = 48
+    adjustment_approval_cents: int = Field(default=5000, ge=0, description=(
+        "Adjustments worth more than this (units x unit cost) need a second person."))
+    refund_approval_cents: int = Field(default=20_000, ge=0, description=(
+        "Refunds above this need a second finance user's approval."))
+    pick_wave_max_orders: int = Field(default=200, ge=1, le=5000)
     reservation_minutes: int = 15
     low_stock_threshold: int = 5
     max_line_quantity: int = 20
@@ -68,6 +73,9 @@ class Settings(BaseSettings):
     relay_poll_seconds: float = 0.5
     expiry_interval_seconds: int = 30
     sync_payments_interval_seconds: int = 300
+    stripe_sync_interval_seconds: int = Field(default=3600, ge=1, description=(
+        "How often the relay has Stripe's balance transactions, payouts, charges and refunds "
+        "copied for reconciliation."))
 
     catalogue_check_seconds: float = 1.0
     log_level: str = "INFO"

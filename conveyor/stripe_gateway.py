@@ -58,6 +58,7 @@ class IntentSnapshot:
     cvc_check: str = ""
     postal_check: str = ""
     risk_level: str = ""
+    charge_id: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IntentSnapshot:
@@ -82,6 +83,8 @@ class IntentSnapshot:
             postal_check=str(checks.get("address_postal_code_check")
                              or card.get("address_zip_check") or ""),
             risk_level=str(outcome.get("risk_level") or ""),
+            charge_id=str(_charge_of(data).get("id") or (
+                data["latest_charge"] if isinstance(data.get("latest_charge"), str) else "")),
         )
 
 
@@ -166,6 +169,56 @@ class StripeGateway:
                             options={"idempotency_key": idempotency_key})
         return self._snapshot(intent)
 
+    # -- Refunds --------------------------------------------------------------------------
+
+    def create_refund(self, *, intent_id: str, amount: int, metadata: dict[str, str],
+                      idempotency_key: str) -> dict[str, Any]:
+        """Give back `amount` of a captured intent; Stripe's refund object as a dict."""
+        refund = self._call(self.client.v1.refunds.create,
+                            params={"payment_intent": intent_id, "amount": amount,
+                                    "metadata": metadata},
+                            options={"idempotency_key": idempotency_key})
+        return _as_dict(refund)
+
+    def find_refund(self, *, intent_id: str, refund_id: str) -> dict[str, Any] | None:
+        """A refund already made at Stripe for our refund `refund_id` (by its metadata)."""
+        page = _as_dict(self._call(self.client.v1.refunds.list,
+                                   params={"payment_intent": intent_id, "limit": 100}))
+        return next((_as_dict(r) for r in page.get("data", [])
+                     if (r.get("metadata") or {}).get("refund_id") == refund_id), None)
+
+    # -- Listing, for `conveyor stripe sync` -------------------------------------------------
+
+    def list_page(self, kind: str, *, starting_after: str | None = None,
+                  limit: int = 100) -> tuple[list[dict[str, Any]], bool]:
+        """One page of `kind` (balance_transactions, payouts, charges, refunds), newest first,
+        and whether there are more."""
+        service: Any = {"balance_transactions": self.client.v1.balance_transactions,
+                        "payouts": self.client.v1.payouts, "charges": self.client.v1.charges,
+                        "refunds": self.client.v1.refunds}[kind]
+        params: dict[str, Any] = {"limit": limit}
+        if starting_after:
+            params["starting_after"] = starting_after
+        page = self._call(service.list, params=params)
+        data = _as_dict(page)
+        return [_as_dict(item) for item in data.get("data", [])], bool(data.get("has_more"))
+
+    def payout_transaction_ids(self, payout: dict[str, Any],
+                               unassigned: list[dict[str, Any]]) -> list[str]:
+        """The balance transactions a payout paid out (Stripe lists them by payout)."""
+        ids: list[str] = []
+        starting_after: str | None = None
+        while True:
+            params: dict[str, Any] = {"payout": payout["id"], "limit": 100}
+            if starting_after:
+                params["starting_after"] = starting_after
+            data = _as_dict(self._call(self.client.v1.balance_transactions.list, params=params))
+            items = data.get("data", [])
+            ids += [str(item["id"]) for item in items if item.get("type") != "payout"]
+            if not data.get("has_more") or not items:
+                return ids
+            starting_after = str(items[-1]["id"])
+
     # -- Webhooks -------------------------------------------------------------------------
 
     def verify_webhook(self, payload: bytes, signature_header: str) -> dict[str, Any]:
@@ -214,6 +267,10 @@ class LocalstripeGateway(StripeGateway):
       (`card_...`) as its payment method instead.
     - Its charges carry no card details; they are read from that card object while the
       intent is being authorised (after that, the payment has them already), once per card.
+    - Its payouts are not tied to balance transactions (it cannot list them by payout): a
+      payout is taken to pay out every charge and refund transaction created before it and
+      not paid out by an earlier payout, which is what a manual payout of the whole balance
+      does.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -236,6 +293,14 @@ class LocalstripeGateway(StripeGateway):
                 self._cards[method] = _as_dict(card)
             data["latest_charge"] = {**charge, "source": self._cards[method]}
         return IntentSnapshot.from_dict(data)
+
+
+    def payout_transaction_ids(self, payout: dict[str, Any],
+                               unassigned: list[dict[str, Any]]) -> list[str]:
+        created = int(payout.get("created") or 0)
+        return [str(t["id"]) for t in unassigned
+                if int(t.get("created") or 0) <= created and t.get("type") in ("charge",
+                                                                              "refund")]
 
 
 def create_gateway(settings: Settings) -> StripeGateway:

@@ -16,7 +16,7 @@ from conveyor import runtime
 from conveyor.errors import DomainError
 from conveyor.mail import deliver_email as deliver
 from conveyor.messages import queue_of
-from fulfilment import expiry, payments, screening
+from fulfilment import expiry, payments, refunds, screening, stripe_sync
 
 
 def _policy(actor_name: str, **overrides: Any) -> dict[str, Any]:
@@ -62,6 +62,13 @@ def void_payment(payment_id: str) -> None:
                           payment_id=UUID(payment_id))
 
 
+@dramatiq.actor(**_policy("process_refund", max_retries=8))
+def process_refund(refund_id: str) -> None:
+    rt = runtime.current()
+    refunds.process_refund(db=rt.db, gateway=rt.gateway, env=rt.templates, settings=rt.settings,
+                           refund_id=UUID(refund_id))
+
+
 @dramatiq.actor(**_policy("deliver_email", max_retries=10, max_backoff=300_000))
 def deliver_email(email_id: str) -> None:
     rt = runtime.current()
@@ -79,3 +86,11 @@ def expire_unpaid_orders() -> None:
 def sync_payments() -> None:
     rt = runtime.current()
     payments.sync_payments(db=rt.db, gateway=rt.gateway, env=rt.templates, settings=rt.settings)
+
+
+@dramatiq.actor(**_policy("sync_stripe", max_retries=0))
+def sync_stripe() -> None:
+    """Scheduled by the relay. A walk cut short (Dramatiq's time limit, a restart) goes on
+    from its cursor at the next tick; `conveyor stripe sync` does a long first backfill."""
+    rt = runtime.current()
+    stripe_sync.sync_stripe(db=rt.db, gateway=rt.gateway)

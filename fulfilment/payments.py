@@ -26,6 +26,8 @@ from conveyor.mail import queue_email
 from conveyor.settings import Settings
 from conveyor.stripe_gateway import IntentSnapshot, PaymentProviderError, StripeGateway
 from fulfilment.allocation import allocate_order
+from fulfilment.disputes import record_dispute
+from fulfilment.invoicing import issue_invoice
 from models.base import utcnow
 from models.cart import CartLine
 from models.messaging import StripeEvent
@@ -140,6 +142,8 @@ def apply_intent(
         payment.postal_check = intent.postal_check[:20]
     if intent.risk_level:
         payment.risk_level = intent.risk_level[:20]
+    if intent.charge_id and not payment.stripe_charge_id:
+        payment.stripe_charge_id = intent.charge_id[:64]
     if target == PaymentStatus.FAILED:
         payment.failure_code = (intent.failure_code or "declined")[:64]
         payment.failure_message = intent.failure_message[:300]
@@ -148,6 +152,7 @@ def apply_intent(
                          actor="stripe", at=now))
     elif target == PaymentStatus.CAPTURED:
         payment.captured_cents = intent.amount
+        payment.captured_at = now
 
     if target in (PaymentStatus.AUTHORIZED, PaymentStatus.CAPTURED):
         pays_order = (order.status == OrderStatus.PENDING_PAYMENT
@@ -238,6 +243,8 @@ def process_event(
             outcome = f"payment {result.payment_status}, order {result.order_status}"
         else:
             outcome = "nothing to change"
+    elif event.type.startswith("charge.dispute.") and obj.get("object") == "dispute":
+        outcome = record_dispute(uow=uow, dispute=obj)
     else:
         outcome = "ignored"
     event.processed_at = utcnow()
@@ -313,6 +320,7 @@ def capture_order_payment(
         assert order is not None
         captured = uow.session.get(Payment, payment.id)
         if captured is not None and captured.status == PaymentStatus.CAPTURED:
+            issue_invoice(uow=uow, order_id=order.id)  # once: money taken, invoice issued
             allocate_order(uow=uow, order_id=order.id)  # nothing to do if allocated already
             return "captured"
         if order.status == OrderStatus.APPROVED:

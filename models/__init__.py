@@ -3,6 +3,20 @@
 from models.audit import AuditEntry, AuditHead
 from models.cart import Cart, CartLine
 from models.catalog import CatalogueVersion, Category, Product, Variant
+from models.finance import (
+    ClosedPeriod,
+    Dispute,
+    DocumentCounter,
+    FinanceDocument,
+    ReconciliationItem,
+    ReconciliationRun,
+    Refund,
+    StripeBalanceTransaction,
+    StripeCharge,
+    StripePayout,
+    StripeRefund,
+    SyncCursor,
+)
 from models.inventory import (
     Allocation,
     BinStock,
@@ -17,6 +31,19 @@ from models.orders import Order, OrderEvent, OrderLine, OrderStatus
 from models.payments import Payment, PaymentStatus
 from models.screening import RuleSet, Screening
 from models.staff import LoginAttempt, StaffToken, StaffUser
+from models.warehouse import (
+    CycleCount,
+    CycleCountLine,
+    Parcel,
+    ParcelItem,
+    PickList,
+    PickListLine,
+    PurchaseOrder,
+    PurchaseOrderLine,
+    Receipt,
+    ReceiptLine,
+    StockAdjustment,
+)
 
 __all__ = [
     "Allocation",
@@ -27,7 +54,13 @@ __all__ = [
     "CartLine",
     "CatalogueVersion",
     "Category",
+    "ClosedPeriod",
+    "CycleCount",
+    "CycleCountLine",
+    "Dispute",
+    "DocumentCounter",
     "Email",
+    "FinanceDocument",
     "Location",
     "LoginAttempt",
     "Order",
@@ -35,17 +68,34 @@ __all__ = [
     "OrderLine",
     "OrderStatus",
     "OutboxMessage",
+    "Parcel",
+    "ParcelItem",
     "Payment",
     "PaymentStatus",
+    "PickList",
+    "PickListLine",
     "Product",
+    "PurchaseOrder",
+    "PurchaseOrderLine",
+    "Receipt",
+    "ReceiptLine",
+    "ReconciliationItem",
+    "ReconciliationRun",
+    "Refund",
     "Reservation",
     "RuleSet",
     "Screening",
     "StaffToken",
     "StaffUser",
+    "StockAdjustment",
     "StockItem",
     "StockMovement",
+    "StripeBalanceTransaction",
+    "StripeCharge",
     "StripeEvent",
+    "StripePayout",
+    "StripeRefund",
+    "SyncCursor",
     "Variant",
     "Warehouse",
 ]

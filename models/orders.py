@@ -133,6 +133,12 @@ class OrderLine(SQLModel, table=True):
     unit_price_cents: int
     quantity: int
     line_total_cents: int
+    regular_price_cents: int | None = Field(default=None, description=(
+        "The unit price before any sale: what the sale gave away shows as a discount."))
+    unit_cost_cents: int | None = Field(default=None, description=(
+        "What one unit cost the shop (weighted average) when it was allocated: margins."))
+    backordered: int = Field(default=0, ge=0,
+                             description="Units a short pick found missing, not yet found again.")
 
 
 class OrderEvent(SQLModel, table=True):

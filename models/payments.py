@@ -37,7 +37,7 @@ PAYMENT_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     P.CAPTURED: frozenset({P.PARTIALLY_REFUNDED, P.REFUNDED, P.DISPUTED}),
     P.PARTIALLY_REFUNDED: frozenset({P.PARTIALLY_REFUNDED, P.REFUNDED, P.DISPUTED}),
     P.REFUNDED: frozenset(),
-    P.DISPUTED: frozenset({P.CAPTURED, P.REFUNDED}),
+    P.DISPUTED: frozenset({P.CAPTURED, P.PARTIALLY_REFUNDED, P.REFUNDED}),
     P.CANCELED: frozenset(),
 }
 HOLDS_FUNDS = frozenset({P.AUTHORIZED, P.CAPTURED, P.PARTIALLY_REFUNDED, P.DISPUTED})
@@ -70,10 +70,12 @@ class Payment(SQLModel, table=True):
     attempt: int
     status: str = Field(default=PaymentStatus.PENDING, max_length=20)
     stripe_payment_intent_id: str | None = Field(default=None, max_length=64, unique=True)
+    stripe_charge_id: str | None = Field(default=None, max_length=64, index=True)
     amount_cents: int
     currency: str = Field(default="EUR", max_length=3)
     captured_cents: int = 0
     refunded_cents: int = 0
+    disputed_cents: int = 0
     failure_code: str = Field(default="", max_length=64)
     failure_message: str = Field(default="", max_length=300)
     card_brand: str = Field(default="", max_length=20)
@@ -86,5 +88,6 @@ class Payment(SQLModel, table=True):
     client_ip: str = Field(default="", max_length=64, index=True)
     email: str = Field(default="", max_length=254, index=True)
     capture_started_at: datetime | None = utc_column(default=None, nullable=True)
+    captured_at: datetime | None = utc_column(default=None, nullable=True, index=True)
     created_at: datetime = utc_column(default_factory=utcnow, index=True)
     updated_at: datetime = utc_column(default_factory=utcnow)

@@ -31,9 +31,14 @@ class Permission(StrEnum):
     ORDERS_CANCEL = "orders:cancel"
     ORDERS_REVIEW = "orders:review"
     PAYMENTS_READ = "payments:read"
+    PAYMENTS_REFUND = "payments:refund"  # ask for, approve and reject refunds
+    FINANCE_MANAGE = "finance:manage"  # reconciliation runs, resolving items, closing periods
     CATALOGUE_READ = "catalogue:read"
     CATALOGUE_WRITE = "catalogue:write"
     STOCK_READ = "stock:read"
+    STOCK_WRITE = "stock:write"  # receive, adjust, count, import, bins, reorder settings
+    PICKING = "picking"  # build, claim and walk pick lists
+    SHIPPING = "shipping"  # pack parcels, print slips, hand parcels to carriers
     AUDIT_READ = "audit:read"
     SCREENING_READ = "screening:read"
     SCREENING_WRITE = "screening:write"
@@ -45,9 +50,10 @@ P = Permission
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.FINANCE: frozenset({P.ORDERS_READ, P.ORDERS_EXPORT, P.ORDERS_NOTE, P.PAYMENTS_READ,
-                             P.CATALOGUE_READ}),
-    Role.STOCK: frozenset({P.ORDERS_READ, P.ORDERS_NOTE, P.CATALOGUE_READ, P.STOCK_READ}),
-    Role.PICKER: frozenset({P.STOCK_READ}),
+                             P.PAYMENTS_REFUND, P.FINANCE_MANAGE, P.CATALOGUE_READ}),
+    Role.STOCK: frozenset({P.ORDERS_READ, P.ORDERS_NOTE, P.CATALOGUE_READ, P.STOCK_READ,
+                           P.STOCK_WRITE, P.PICKING, P.SHIPPING}),
+    Role.PICKER: frozenset({P.STOCK_READ, P.PICKING, P.SHIPPING}),
     Role.REVIEWER: frozenset({P.ORDERS_READ, P.ORDERS_NOTE, P.CATALOGUE_READ, P.ORDERS_REVIEW,
                               P.SCREENING_READ}),
 }

@@ -1,10 +1,15 @@
-"""The public storefront: `create_app(settings)` builds it; nothing connects before a request."""
+"""The public storefront: `create_app(settings)` builds it; nothing connects before a request
+except, once the app has started, the stock listener (storefront/live_stock.py)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -14,14 +19,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from conveyor.db import Database
+from conveyor.db import WEB_THREADS, Database
 from conveyor.settings import PROJECT_ROOT, Settings
 from conveyor.stripe_gateway import StripeGateway
 from conveyor.templating import create_environment
 from storefront.catalogue import CatalogueCache
+from storefront.live_stock import LiveStock
 from storefront.security import CSRFMiddleware, RejectNulMiddleware, SecurityHeadersMiddleware
-from storefront.views import cart, catalogue, checkout, orders, webhooks
-from storefront.web import render
+from storefront.views import cart, catalogue, checkout, documents, orders, webhooks
+from storefront.web import render, snapshot_of
 
 log = logging.getLogger(__name__)
 STATIC_DIR = PROJECT_ROOT / "storefront" / "static"
@@ -55,6 +61,7 @@ def routes(settings: Settings) -> list[Route | Mount]:
               name="authenticated"),
         Route("/checkout/confirmation/{token}", orders.confirmation, name="confirmation"),
         Route("/orders/{token}", orders.status, name="order_status"),
+        Route("/documents/{token}", documents.download, name="document"),
         Route(WEBHOOK_PATH, webhooks.receive, methods=["POST"], name="stripe_webhook"),
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
@@ -67,7 +74,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     title, message = MESSAGES.get(status, ("Something went wrong", "Please try again."))
     return render(request, "storefront/error.html", {"title": title, "message": message},
-                  status_code=status)
+                  status_code=status, snapshot=await snapshot_of(request))
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
@@ -77,9 +84,22 @@ async def server_error(request: Request, exc: Exception) -> Response:
             "title": "Something went wrong",
             "message": "Sorry, something went wrong on our side. Nothing was charged twice; "
                        "please try again in a moment.",
-        }, status_code=500)
+        }, status_code=500, snapshot=await snapshot_of(request))
     except Exception:
         return PlainTextResponse("Something went wrong on our side.", status_code=500)
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    # The pool holds a connection per thread (Database.for_web_app): pin the thread pool's
+    # size to the same number rather than trust anyio's default to stay 40.
+    to_thread.current_default_thread_limiter().total_tokens = WEB_THREADS
+    live_stock: LiveStock = app.state.live_stock
+    live_stock.start()
+    try:
+        yield
+    finally:
+        await run_in_threadpool(live_stock.stop)
 
 
 def create_app(
@@ -87,6 +107,7 @@ def create_app(
 ) -> Starlette:
     app = Starlette(
         routes=routes(settings),
+        lifespan=lifespan,
         middleware=[
             Middleware(SecurityHeadersMiddleware, settings=settings),
             Middleware(RejectNulMiddleware),
@@ -98,12 +119,13 @@ def create_app(
         exception_handlers={HTTPException: http_error, 500: server_error},
     )
     app.state.settings = settings
-    app.state.db = db or Database.from_settings(settings)
+    app.state.db = db or Database.for_web_app(settings)
     app.state.gateway = gateway
     env = create_environment()
     app.state.templates = Jinja2Templates(env=env)
     app.state.catalogue = CatalogueCache(app.state.db,
                                          check_seconds=settings.catalogue_check_seconds)
+    app.state.live_stock = LiveStock(app.state.db)
     return app
 
 

@@ -183,7 +183,8 @@ def place_order(
         session.add(OrderLine(
             order_id=order.id, variant_id=item.variant.id, sku=item.variant.sku,
             product_name=item.entry.product.name, variant_name=item.variant.name,
-            unit_price_cents=item.price.cents, quantity=item.quantity,
+            unit_price_cents=item.price.cents, regular_price_cents=item.price.regular_cents,
+            quantity=item.quantity,
             line_total_cents=item.line_total_cents,
         ))
     until = now + timedelta(minutes=settings.reservation_minutes)

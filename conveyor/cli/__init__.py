@@ -11,8 +11,10 @@ import sys
 
 import typer
 
+from conveyor.cli.finance import reconcile_command, stripe_app
 from conveyor.cli.middle_office import pipeline_app, screening_app
 from conveyor.cli.staff import audit_app, staff_app
+from conveyor.cli.stock import stock_app
 from conveyor.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -23,6 +25,8 @@ app.add_typer(staff_app, name="staff")
 app.add_typer(audit_app, name="audit")
 app.add_typer(screening_app, name="screening")
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(stock_app, name="stock")
+app.add_typer(stripe_app, name="stripe")
 
 
 def _settings() -> Settings:
@@ -138,6 +142,9 @@ def expire_orders() -> None:
                                   settings=rt.settings)
     typer.echo(f"expired {report.expired}, paid late {report.paid_late}, "
                f"postponed {report.skipped}")
+
+
+app.command("reconcile")(reconcile_command)
 
 
 @app.command("run")

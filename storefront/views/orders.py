@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from sqlmodel import col, select
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fulfilment.packing import parcels_of
+from models.finance import FinanceDocument
 from models.orders import CUSTOMER_LABELS, Order, OrderEvent, OrderLine, OrderStatus
 from models.payments import Payment
 from storefront.web import db_of, render
+
+
+@dataclass(frozen=True)
+class ParcelView:
+    """A parcel as the customer sees it: what is in it, and where it is (tracking)."""
+
+    carrier: str
+    tracking_number: str
+    tracking_url: str
+    shipped_at: datetime | None
+    items: list[tuple[str, int]]  # (product and variant name, quantity)
 
 
 def _load(request: Request) -> dict[str, object]:
@@ -28,7 +44,16 @@ def _load(request: Request) -> dict[str, object]:
             .order_by(col(OrderEvent.created_at), col(OrderEvent.id))
         ))
         payment = session.get(Payment, order.payment_id) if order.payment_id else None
+        names = {line.variant_id: f"{line.product_name} ({line.variant_name})" for line in lines}
+        parcels = [ParcelView(parcel.carrier, parcel.tracking_number, parcel.tracking_url,
+                              parcel.shipped_at,
+                              [(names.get(i.variant_id, ""), i.quantity) for i in items])
+                   for parcel, items in parcels_of(session, order.id)]
+        documents = list(session.exec(
+            select(FinanceDocument).where(FinanceDocument.order_id == order.id)
+            .order_by(col(FinanceDocument.issued_at), col(FinanceDocument.number))))
     return {"order": order, "lines": lines, "history": history, "payment": payment,
+            "parcels": parcels, "documents": documents,
             "status_label": CUSTOMER_LABELS[OrderStatus(order.status)]}
 
 

@@ -16,7 +16,11 @@ from models.staff import Permission, Role, permissions_of
 from tests.e2e.admin_client import bearer, login
 from tests.factories import make_staff
 
-SAMPLE_PARAMS = {"number": "CV-NOSUCH1", "product_id": "1", "variant_id": "1"}
+SAMPLE_PARAMS = {"number": "CV-NOSUCH1", "product_id": "1", "variant_id": "1",
+                 "code": "NOSUCH", "adjustment_id": "1", "count_id": "1",
+                 "pick_list_id": "1", "line_id": "1", "parcel_id": "1", "refund_id": "1",
+                 "run_id": "1", "item_id": "1", "day": "2026-01-01", "document_id": "1",
+                 "id": "1"}
 
 
 def _path(template: str) -> str:
