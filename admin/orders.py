@@ -8,8 +8,6 @@ an order arriving meanwhile neither repeats nor skips rows. The cursor is opaque
 from __future__ import annotations
 
 import base64
-import csv
-import io
 import json
 import uuid
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from sqlalchemy import tuple_
 from sqlmodel import Session, col, func, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from admin.csv_export import stream_csv
 from conveyor.db import Database
 from conveyor.errors import DomainError, NotFound
 from models.inventory import Allocation, Location, Reservation, StockItem, Warehouse
@@ -121,35 +120,13 @@ def list_orders(session: Session, f: OrderFilter, *, limit: int,
 
 def export_csv(db: Database, f: OrderFilter, *, batch: int = 500) -> Iterator[str]:
     """Every matching order as CSV, fetched a batch at a time: memory stays flat."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
 
-    def flush() -> str:
-        text = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return text
-
-    writer.writerow(CSV_COLUMNS)
-    yield flush()
-    cursor: str | None = None
-    while True:
+    def read_page(cursor: str | None) -> tuple[list[list[Any]], str | None]:
         with db.read_session() as session:
             orders, cursor = list_orders(session, f, limit=batch, cursor=cursor)
-        for order in orders:
-            row = [getattr(order, name) for name in CSV_COLUMNS]
-            writer.writerow([csv_cell(value) for value in row])
-        yield flush()
-        if cursor is None:
-            return
+        return [[getattr(order, name) for name in CSV_COLUMNS] for order in orders], cursor
 
-
-def csv_cell(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value  # no formulas for spreadsheet programs (CSV injection)
-    return value
+    return stream_csv(CSV_COLUMNS, read_page)
 
 
 @dataclass(frozen=True)

@@ -38,13 +38,13 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
-from sqlalchemy import create_engine, insert, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import insert, text
 from sqlmodel import col, func, select
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # the project, not bench/ (whose storefront.py would shadow the package)
 
+from bench.databases import fresh_database  # noqa: E402
 from conveyor.db import Database  # noqa: E402
 from conveyor.migrate import upgrade  # noqa: E402
 from conveyor.settings import Settings  # noqa: E402
@@ -60,22 +60,10 @@ from models.inventory import (  # noqa: E402
 from models.orders import Order, OrderLine, OrderStatus  # noqa: E402
 from models.warehouse import PickListLine  # noqa: E402
 
-ADMIN_URL = os.environ.get("BENCH_ADMIN_DATABASE_URL",
-                           "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 DATABASE = "conveyor_bench_picking"
 SECTION_TITLE = "Picking (bench/picking.py)"
 AISLES = 25  # per warehouse; bins per aisle follow from the SKU count
 STOCK_PER_BIN = 1000
-
-
-def fresh_database(name: str) -> str:
-    admin = make_url(ADMIN_URL)
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return admin.set(database=name).render_as_string(hide_password=False)
 
 
 # -- the data -----------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ orders are released in one burst, so the latencies include queueing behind each 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -29,13 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dramatiq
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 from sqlmodel import col, func, select
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # the project, not bench/ (whose storefront.py would shadow the package)
 
+from bench.databases import fresh_database  # noqa: E402
 from conveyor.broker import create_broker  # noqa: E402
 from conveyor.db import Database  # noqa: E402
 from conveyor.local_services import start_localstripe, start_redis  # noqa: E402
@@ -53,18 +52,6 @@ from tests.factories import make_product  # noqa: E402
 from tests.helpers import card_token, free_port, process_env  # noqa: E402
 
 FINISHED = (OrderStatus.ALLOCATED, OrderStatus.ON_HOLD, OrderStatus.REJECTED)
-ADMIN_URL = os.environ.get("BENCH_ADMIN_DATABASE_URL",
-                           "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def _fresh_database(name: str) -> str:
-    admin = make_url(ADMIN_URL)
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return admin.set(database=name).render_as_string(hide_password=False)
 
 
 def _place_and_pay(db: Database, settings: Settings, variant_ids: list[int], n: int) -> None:
@@ -125,7 +112,7 @@ def main() -> None:
     services = [start_redis(redis_url, work / "redis", work / "redis.log"),
                 start_localstripe(stripe_port, work / "localstripe.log")]
     stripe = f"http://127.0.0.1:{stripe_port}"
-    settings = Settings(var_dir=work, database_url=_fresh_database("conveyor_bench_pipeline"),
+    settings = Settings(var_dir=work, database_url=fresh_database("conveyor_bench_pipeline"),
                         redis_url=redis_url, secret_key="bench-" + "x" * 40,
                         stripe_secret_key="sk_test_bench", stripe_publishable_key="pk_test_bench",
                         stripe_api_base=stripe, stripe_js_url=f"{stripe}/js.stripe.com/v3/",

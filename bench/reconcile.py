@@ -19,7 +19,6 @@ the ratio (aim: reconciliation within 3x of the join) and what the run found.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from datetime import date, timedelta
@@ -31,13 +30,12 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # the project, not bench/
 
+from bench.databases import ADMIN_URL, database_url, fresh_database  # noqa: E402
 from conveyor.db import Database  # noqa: E402
 from conveyor.migrate import upgrade  # noqa: E402
 from conveyor.settings import Settings  # noqa: E402
 from fulfilment.reconciliation import reconcile  # noqa: E402
 
-ADMIN_URL = os.environ.get("BENCH_ADMIN_DATABASE_URL",
-                           "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 START = date(2026, 10, 1)
 DAYS = 30
 BASELINE = """SELECT count(*) FROM stripe_balance_transaction bt
@@ -88,16 +86,6 @@ GENERATE = [
 ]
 
 
-def _fresh_database(name: str) -> str:
-    admin = make_url(ADMIN_URL)
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return admin.set(database=name).render_as_string(hide_password=False)
-
-
 def _row_count(name: str) -> int:
     engine = create_engine(make_url(ADMIN_URL).set(database=name))
     try:
@@ -130,8 +118,8 @@ def main() -> None:
     n = options.transactions
     name = "conveyor_bench_reconcile"
     reused = options.reuse and _row_count(name) == n
-    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    settings = Settings(database_url=url if reused else _fresh_database(name),
+    url = database_url(name)
+    settings = Settings(database_url=url if reused else fresh_database(name),
                         secret_key="bench-" + "x" * 40)
     upgrade(settings)
     db = Database.from_settings(settings)

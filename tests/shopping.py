@@ -11,6 +11,8 @@ from conveyor.db import Database
 from conveyor.settings import Settings
 from conveyor.stripe_gateway import create_gateway
 from conveyor.templating import create_environment
+from fulfilment.payments import capture_order_payment
+from fulfilment.screening import screen_order
 from models.base import utcnow
 from models.orders import Order
 from storefront import cart as carts
@@ -64,3 +66,19 @@ def authenticate(settings: Settings, intent_id: str, client_secret: str, ok: boo
     url = (f"{settings.stripe_api_base}/v1/payment_intents/{intent_id}/_authenticate"
            f"?success={'true' if ok else 'false'}")
     urllib.request.urlopen(urllib.request.Request(url, body, method="POST"), timeout=10)
+
+
+def bought(db: Database, settings: Settings, lines: list[tuple[int, int]], *,
+           email: str = "ada@example.com") -> Order:
+    """An order placed, paid, screened and captured at localstripe (as the workers would)."""
+    cart_id, view = cart(db, lines)
+    order = place(db, settings, cart_id, view, details=details_for(email))
+    pay(db, settings, order.id)
+    with db.unit_of_work() as uow:
+        screen_order(uow=uow, order_id=order.id, env=ENV, settings=settings)
+    assert capture_order_payment(db=db, gateway=create_gateway(settings), env=ENV,
+                                 settings=settings, order_id=order.id) == "captured"
+    with db.read_session() as session:
+        fresh = session.get(Order, order.id)
+        assert fresh is not None
+        return fresh

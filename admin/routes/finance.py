@@ -12,8 +12,6 @@ at a time.
 from __future__ import annotations
 
 import base64
-import csv
-import io
 import json
 import uuid
 from collections.abc import Iterator, Sequence
@@ -27,6 +25,7 @@ from starlette.responses import Response, StreamingResponse
 
 from admin import orders as desk
 from admin.api import MAX_CENTS, Api, Context, DbId, Schema, UtcTime
+from admin.csv_export import stream_csv
 from admin.errors import ApiError
 from conveyor import audit
 from conveyor.db import Database
@@ -112,17 +111,6 @@ def _int_cursor(cursor: str) -> int:
     value, _ = _decode_cursor(cursor)
     if not isinstance(value, int) or not 0 <= value <= 2_147_483_647:
         raise _bad_cursor(ValueError("not a row id"))
-    return value
-
-
-def _cell(value: Any) -> Any:
-    """A CSV cell: times in ISO 8601, no formula a spreadsheet program would run."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
     return value
 
 
@@ -367,29 +355,19 @@ def _payments_page(session: Session, query: PaymentQuery, *, limit: int,
 
 def _payments_csv(db: Database, query: PaymentQuery) -> Iterator[str]:
     """Every matching payment as CSV, read a batch at a time: memory stays flat."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
 
-    def flush() -> str:
-        text = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return text
-
-    writer.writerow(CSV_COLUMNS)
-    yield flush()
-    cursor: str | None = None
-    while True:
+    def read_page(cursor: str | None) -> tuple[list[list[Any]], str | None]:
         with db.read_session() as session:
             rows, cursor = _payments_page(session, query, limit=CSV_BATCH, cursor=cursor)
+        table = []
         for row in rows:
             values = row.model_dump()
             values["refund_ids"] = " ".join(str(i) for i in row.refund_ids)
             values["dispute_ids"] = " ".join(row.dispute_ids)
-            writer.writerow([_cell(values[name]) for name in CSV_COLUMNS])
-        yield flush()
-        if cursor is None:
-            return
+            table.append([values[name] for name in CSV_COLUMNS])
+        return table, cursor
+
+    return stream_csv(CSV_COLUMNS, read_page)
 
 
 @api.route("GET", "/api/payments", access=Permission.PAYMENTS_READ, query=PaymentQuery,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
@@ -13,8 +11,8 @@ from starlette.responses import Response, StreamingResponse
 
 from admin import reports
 from admin.api import Api, Context, Schema
+from admin.csv_export import stream_csv
 from admin.errors import ApiError
-from admin.orders import csv_cell
 from models.staff import Permission
 
 api = Api()
@@ -87,11 +85,8 @@ def margin_report(ctx: Context, query: MarginQuery) -> MarginReport | Response:
 
 
 def _csv(rows: list[reports.Margin]) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    for row in reports.as_csv_rows(rows):
-        writer.writerow([csv_cell(value) for value in row])
-    yield buffer.getvalue()
+    header, *table = reports.as_csv_rows(rows)
+    return stream_csv([str(name) for name in header], lambda _cursor: (table, None))
 
 
 class ChartQuery(Schema):

@@ -22,8 +22,6 @@ from conveyor.settings import Settings
 from conveyor.stripe_gateway import create_gateway
 from fulfilment import refunds
 from fulfilment.inventory import verify_ledger
-from fulfilment.payments import capture_order_payment
-from fulfilment.screening import screen_order
 from models.audit import AuditEntry
 from models.base import utcnow
 from models.finance import ClosedPeriod, Dispute, FinanceDocument, Refund, RefundStatus
@@ -65,16 +63,7 @@ def captured_order(db: Database, settings: Settings, *, units: int = 2, price: i
                    email: str = "ada@example.com") -> tuple[Order, int, str]:
     """An order paid, screened and captured at localstripe: (order, variant id, SKU)."""
     made = make_product(db, variants=[("Std", price, 10)])
-    cart_id, view = shopping.cart(db, [(made.variant_ids[0], units)])
-    order = shopping.place(db, settings, cart_id, view, details=shopping.details_for(email))
-    shopping.pay(db, settings, order.id)
-    with db.unit_of_work() as uow:
-        screen_order(uow=uow, order_id=order.id, env=ENV, settings=settings)
-    assert capture_order_payment(db=db, gateway=create_gateway(settings), env=ENV,
-                                 settings=settings, order_id=order.id) == "captured"
-    with db.read_session() as session:
-        fresh = session.get(Order, order.id)
-        assert fresh is not None
+    fresh = shopping.bought(db, settings, [(made.variant_ids[0], units)], email=email)
     return fresh, made.variant_ids[0], made.skus[0]
 
 

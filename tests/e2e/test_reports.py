@@ -16,9 +16,7 @@ from conveyor.db import Database
 from conveyor.settings import Settings
 from conveyor.stripe_gateway import create_gateway
 from fulfilment import refunds
-from fulfilment.payments import capture_order_payment
 from fulfilment.reconciliation import reconcile
-from fulfilment.screening import screen_order
 from fulfilment.stripe_sync import sync_stripe
 from models.finance import ReconciliationItem, StripeBalanceTransaction
 from models.inventory import StockItem
@@ -47,21 +45,6 @@ def set_unit_cost(db: Database, variant_id: int, cents: int) -> None:
                             .values(unit_cost_cents=cents))
 
 
-def captured(db: Database, settings: Settings, email: str,
-             lines: list[tuple[int, int]]) -> Order:
-    cart_id, view = shopping.cart(db, lines)
-    order = shopping.place(db, settings, cart_id, view, details=shopping.details_for(email))
-    shopping.pay(db, settings, order.id)
-    with db.unit_of_work() as uow:
-        screen_order(uow=uow, order_id=order.id, env=ENV, settings=settings)
-    assert capture_order_payment(db=db, gateway=create_gateway(settings), env=ENV,
-                                 settings=settings, order_id=order.id) == "captured"
-    with db.read_session() as session:
-        found = session.get(Order, order.id)
-        assert found is not None
-        return found
-
-
 @pytest.fixture
 def shop(db: Database, settings: Settings):
     """Two captured orders (one with goods on sale), one partly refunded, Stripe synced."""
@@ -70,9 +53,9 @@ def shop(db: Database, settings: Settings):
     mug = make_product(db, name="Mug", variants=[("Std", 2500, 10)])
     set_unit_cost(db, lamp.variant_ids[0], 1200)
     set_unit_cost(db, mug.variant_ids[0], 900)
-    first = captured(db, settings, "first@example.com",
-                     [(lamp.variant_ids[0], 2), (mug.variant_ids[0], 1)])
-    second = captured(db, settings, "second@example.com", [(mug.variant_ids[0], 1)])
+    first = shopping.bought(db, settings, [(lamp.variant_ids[0], 2), (mug.variant_ids[0], 1)],
+                            email="first@example.com")
+    second = shopping.bought(db, settings, [(mug.variant_ids[0], 1)], email="second@example.com")
     with db.unit_of_work() as uow:
         refund = refunds.request_refund(uow=uow, order_id=second.id, amount_cents=1000,
                                         lines=[], reason="dented", requested_by="fin@x.test",

@@ -13,8 +13,6 @@ from conveyor.stripe_gateway import create_gateway
 from fulfilment import refunds
 from fulfilment.inventory import verify_ledger
 from fulfilment.invoicing import issue_invoice
-from fulfilment.payments import capture_order_payment
-from fulfilment.screening import screen_order
 from models.finance import DocumentKind, FinanceDocument, Refund, RefundStatus
 from models.inventory import Location
 from models.messaging import Email
@@ -27,15 +25,7 @@ ENV = shopping.ENV
 
 def captured_order(db: Database, settings: Settings, units: int = 2):
     made = make_product(db, variants=[("Std", 4000, 10)])
-    cart_id, view = shopping.cart(db, [(made.variant_ids[0], units)])
-    order = shopping.place(db, settings, cart_id, view)
-    shopping.pay(db, settings, order.id)
-    with db.unit_of_work() as uow:
-        screen_order(uow=uow, order_id=order.id, env=ENV, settings=settings)
-    assert capture_order_payment(db=db, gateway=create_gateway(settings), env=ENV,
-                                 settings=settings, order_id=order.id) == "captured"
-    with db.read_session() as session:
-        return session.get(type(order), order.id), made
+    return shopping.bought(db, settings, [(made.variant_ids[0], units)]), made
 
 
 def process(db: Database, settings: Settings, refund: Refund) -> str:
