@@ -1,8 +1,22 @@
 """SQLModel tables and the pure rules that belong to them. Imports no other Conveyor package."""
 
+from models.after_sales import (
+    CancellationRequest,
+    ReturnLine,
+    ReturnRequest,
+    SupportMessage,
+    SupportThread,
+)
 from models.audit import AuditEntry, AuditHead
 from models.cart import Cart, CartLine
 from models.catalog import CatalogueVersion, Category, Product, Variant
+from models.customers import (
+    Customer,
+    CustomerAddress,
+    CustomerLink,
+    CustomerNote,
+    CustomerSignInAttempt,
+)
 from models.finance import (
     ClosedPeriod,
     Dispute,
@@ -50,11 +64,17 @@ __all__ = [
     "AuditEntry",
     "AuditHead",
     "BinStock",
+    "CancellationRequest",
     "Cart",
     "CartLine",
     "CatalogueVersion",
     "Category",
     "ClosedPeriod",
+    "Customer",
+    "CustomerAddress",
+    "CustomerLink",
+    "CustomerNote",
+    "CustomerSignInAttempt",
     "CycleCount",
     "CycleCountLine",
     "Dispute",
@@ -83,6 +103,8 @@ __all__ = [
     "ReconciliationRun",
     "Refund",
     "Reservation",
+    "ReturnLine",
+    "ReturnRequest",
     "RuleSet",
     "Screening",
     "StaffToken",
@@ -95,6 +117,8 @@ __all__ = [
     "StripeEvent",
     "StripePayout",
     "StripeRefund",
+    "SupportMessage",
+    "SupportThread",
     "SyncCursor",
     "Variant",
     "Warehouse",

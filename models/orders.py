@@ -107,6 +107,8 @@ class Order(SQLModel, table=True):
     total_cents: int
 
     cart_id: uuid.UUID | None = Field(default=None, index=True)
+    customer_id: uuid.UUID | None = Field(default=None, foreign_key="customer.id", index=True,
+                                          description="The account, once its email is proved.")
     client_ip: str = Field(default="", max_length=64, index=True)
     device_id: str = Field(default="", max_length=64, index=True)
     payment_attempts: int = 0

@@ -22,6 +22,7 @@ class Role(StrEnum):
     STOCK = "stock"
     PICKER = "picker"
     REVIEWER = "reviewer"
+    SUPPORT = "support"
 
 
 class Permission(StrEnum):
@@ -44,18 +45,28 @@ class Permission(StrEnum):
     SCREENING_WRITE = "screening:write"
     PIPELINE_READ = "pipeline:read"
     STAFF_MANAGE = "staff:manage"
+    CUSTOMERS_READ = "customers:read"  # customer files and the segments report
+    CUSTOMERS_NOTE = "customers:note"  # add notes to a customer's file
+    SUPPORT = "support"  # the support inbox: read, reply, assign, change status
+    RETURNS_READ = "returns:read"
+    RETURNS_RECEIVE = "returns:receive"  # record what arrived and restock it
+    DISCOUNTS_MANAGE = "discounts:manage"  # create, edit, pause discount codes; usage
 
 
 P = Permission
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.FINANCE: frozenset({P.ORDERS_READ, P.ORDERS_EXPORT, P.ORDERS_NOTE, P.PAYMENTS_READ,
-                             P.PAYMENTS_REFUND, P.FINANCE_MANAGE, P.CATALOGUE_READ}),
+                             P.PAYMENTS_REFUND, P.FINANCE_MANAGE, P.CATALOGUE_READ,
+                             P.CUSTOMERS_READ, P.CUSTOMERS_NOTE, P.RETURNS_READ}),
     Role.STOCK: frozenset({P.ORDERS_READ, P.ORDERS_NOTE, P.CATALOGUE_READ, P.STOCK_READ,
-                           P.STOCK_WRITE, P.PICKING, P.SHIPPING}),
+                           P.STOCK_WRITE, P.PICKING, P.SHIPPING, P.RETURNS_READ,
+                           P.RETURNS_RECEIVE}),
     Role.PICKER: frozenset({P.STOCK_READ, P.PICKING, P.SHIPPING}),
     Role.REVIEWER: frozenset({P.ORDERS_READ, P.ORDERS_NOTE, P.CATALOGUE_READ, P.ORDERS_REVIEW,
-                              P.SCREENING_READ}),
+                              P.SCREENING_READ, P.CUSTOMERS_READ, P.CUSTOMERS_NOTE}),
+    Role.SUPPORT: frozenset({P.ORDERS_READ, P.ORDERS_NOTE, P.CATALOGUE_READ, P.SUPPORT,
+                             P.CUSTOMERS_READ, P.CUSTOMERS_NOTE, P.RETURNS_READ}),
 }
 # Roles whose users must give a TOTP code at every login.
 SECOND_FACTOR_ROLES = frozenset({Role.ADMIN})
