@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     refund_approval_cents: int = Field(default=20_000, ge=0, description=(
         "Refunds above this need a second finance user's approval."))
     pick_wave_max_orders: int = Field(default=200, ge=1, le=5000)
+    return_window_days: int = Field(default=30, ge=0, le=3650, description=(
+        "Shipped items may be sent back for this many days after they left."))
+    return_address: str = Field(
+        default="Conveyor Shop Returns, Lagerstrasse 1, 10117 Berlin, Germany", description=(
+            "Where customers send returns; shown in the return email and on the order page."))
+    support_messages_per_order_per_hour: int = Field(default=5, ge=1, description=(
+        "Messages a customer may send about one order per hour."))
     reservation_minutes: int = 15
     low_stock_threshold: int = 5
     max_line_quantity: int = 20
