@@ -36,6 +36,8 @@ class ReturnRequest(SQLModel, table=True):
     refund_id: uuid.UUID | None = Field(default=None, foreign_key="refund.id")
     completed_at: datetime | None = utc_column(default=None, nullable=True)
     staff_note: str = Field(default="", max_length=1000)
+    rejection_reason: str = Field(default="", max_length=500,
+                                  description="Why staff refused it; the customer sees it.")
 
 
 class ItemCondition(StrEnum):

@@ -136,6 +136,7 @@ def upgrade() -> None:
     sa.Column('refund_id', sa.Uuid(), nullable=True),
     sa.Column('completed_at', models.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('staff_note', sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=False),
+    sa.Column('rejection_reason', sqlmodel.sql.sqltypes.AutoString(length=500), nullable=False),
     sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_return_request_order_id_orders')),
     sa.ForeignKeyConstraint(['refund_id'], ['refund.id'], name=op.f('fk_return_request_refund_id_refund')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_return_request')),
