@@ -21,13 +21,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pyotp
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import Session, col, func, select, update
 
 from conveyor import audit
 from conveyor.db import UnitOfWork
 from conveyor.errors import Conflict, DomainError, NotFound
+
+# Passwords (argon2id, rules, equal-time checks) live on the belt, shared with the storefront.
+from conveyor.passwords import MAX_PASSWORD_LENGTH as MAX_PASSWORD_LENGTH
+from conveyor.passwords import MIN_PASSWORD_LENGTH as MIN_PASSWORD_LENGTH
+from conveyor.passwords import WeakPassword as WeakPassword
+from conveyor.passwords import check_password_rules as check_password_rules
+from conveyor.passwords import generate_password as generate_password
+from conveyor.passwords import hash_password as hash_password
+from conveyor.passwords import needs_rehash, verify_password
 from conveyor.settings import Settings
 from models.base import utcnow
 from models.staff import (
@@ -40,20 +47,11 @@ from models.staff import (
     permissions_of,
 )
 
-MIN_PASSWORD_LENGTH = 12
-MAX_PASSWORD_LENGTH = 1024
 SESSION_IDLE = timedelta(minutes=30)
 SESSION_LIFETIME = timedelta(hours=12)
 ENROLMENT_LIFETIME = timedelta(minutes=15)
 TOKEN_PREFIX = "cvt_"  # noqa: S105 (a prefix, not a secret)
 ISSUER = "Conveyor"
-
-_hasher = PasswordHasher()  # argon2id
-_DUMMY_HASH = _hasher.hash("a password nobody has, for equal timing")
-
-
-class WeakPassword(DomainError):
-    code = "weak_password"
 
 
 class RateLimited(DomainError):
@@ -64,34 +62,8 @@ class InvalidRoles(DomainError):
     code = "invalid_roles"
 
 
-# -- Passwords -----------------------------------------------------------------------------------
-
-
-def check_password_rules(password: str, *, email: str = "") -> None:
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise WeakPassword(f"A password needs at least {MIN_PASSWORD_LENGTH} characters.")
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise WeakPassword(f"A password has at most {MAX_PASSWORD_LENGTH} characters.")
-    if len(set(password)) < 4:
-        raise WeakPassword("A password needs more than three different characters.")
-    if email and email.split("@")[0].lower() in password.lower():
-        raise WeakPassword("A password must not contain the email's name.")
-
-
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
-
-def generate_password() -> str:
-    return secrets.token_urlsafe(15)
-
-
 def _verify_password(user: StaffUser | None, password: str) -> bool:
-    try:
-        return _hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and (
-            user is not None)
-    except (VerificationError, InvalidHashError):
-        return False
+    return verify_password(user.password_hash if user else None, password) and user is not None
 
 
 # -- Tokens and principals -----------------------------------------------------------------------
@@ -250,7 +222,7 @@ def login(
         return LoginResult(False, code="invalid_credentials",
                            message="Wrong email or password.")
 
-    if _hasher.check_needs_rehash(user.password_hash):
+    if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     session.add(LoginAttempt(email=email, client_ip=actor.client_ip, at=now, succeeded=True))
     if user.needs_second_factor and not user.totp_confirmed:
