@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     max_line_quantity: int = 20
     payment_attempts_per_ip_per_hour: int = 20
     payment_attempts_per_email_per_hour: int = 8
+    customer_sign_in_window_minutes: int = Field(default=15, ge=1, description=(
+        "The window for counting failed customer sign-ins and emailed-link requests."))
+    customer_sign_in_failures_per_email: int = Field(default=5, ge=1)
+    customer_sign_in_failures_per_ip: int = Field(default=20, ge=1)
+    customer_link_minutes: int = Field(default=30, ge=1, le=1440, description=(
+        "How long an emailed sign-in, password-reset or verification link works."))
 
     worker_processes: int = 1
     worker_threads: int = 4
