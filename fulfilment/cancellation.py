@@ -4,6 +4,11 @@
 authorisation still held at Stripe (the `void_payment` actor calls Stripe after commit) and a
 polite email to the customer. A captured payment is not touched here: giving money back is a
 refund, which is finance's.
+
+`request_cancellation` is the customer's own button on the order page: before picking starts
+the order is cancelled at once through `cancel_order`, and a payment already captured is
+refunded in full through `fulfilment.refunds`; later it is refused. Either way the request is
+recorded (`cancellation_request`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ from conveyor.mail import queue_email
 from conveyor.settings import Settings
 from fulfilment.inventory import release_allocations, release_reservations
 from fulfilment.payments import UNSETTLED
+from fulfilment.refunds import refundable_cents, request_refund
+from models.after_sales import CancellationRequest, CancellationStatus
 from models.base import utcnow
+from models.money import format_money
 from models.orders import Order, OrderStatus, can_transition, transition
 from models.payments import HOLDS_FUNDS, Payment, PaymentStatus
 
@@ -86,3 +94,67 @@ def cancel_order(
                              "authorisation_voided": bool(to_void)})
     session.flush()
     return Cancellation(order.id, previous, units, len(to_void), refund_required)
+
+
+# The states a customer may still cancel from: nobody has started picking the order.
+CUSTOMER_CANCELLABLE = frozenset({OrderStatus.AUTHORIZED, OrderStatus.ON_HOLD,
+                                  OrderStatus.APPROVED, OrderStatus.ALLOCATED})
+CUSTOMER = "customer"
+
+
+def request_cancellation(
+    *, uow: UnitOfWork, order_id: uuid.UUID, reason: str, env: Environment, settings: Settings,
+) -> CancellationRequest:
+    """The customer asks to cancel. Locks the order. Not yet picked (CUSTOMER_CANCELLABLE):
+    cancelled at once (`cancel_order`: stock released, authorisation voided) and, when the
+    payment was captured, a refund of everything still refundable is requested (held for a
+    second finance user above REFUND_APPROVAL_CENTS, like any refund). Too late, or while a
+    capture is under way: refused with the reason in `outcome`. The request is recorded
+    either way and returned; nothing is raised for a refusal, so it commits."""
+    session = uow.session
+    order = session.get(Order, order_id, with_for_update=True)
+    if order is None:
+        raise NotFound("No such order.")
+    now = utcnow()
+    request = CancellationRequest(order_id=order.id, reason=reason.strip()[:500],
+                                  created_at=now, decided_at=now)
+    session.add(request)
+    if order.status not in CUSTOMER_CANCELLABLE:
+        request.status = CancellationStatus.REFUSED
+        request.outcome = _too_late(order.status)
+        session.flush()
+        return request
+    try:
+        result = cancel_order(uow=uow, order_id=order.id, actor=CUSTOMER, env=env,
+                              settings=settings, reason="Cancelled at the customer's request"
+                              + (f": {request.reason}" if request.reason else "."))
+    except CaptureInProgress:
+        request.status = CancellationStatus.REFUSED
+        request.outcome = ("Your payment is being taken at this very moment; please try "
+                           "again in a minute.")
+        session.flush()
+        return request
+    request.status = CancellationStatus.CANCELLED
+    request.outcome = "Cancelled; the amount held on your card is released."
+    payment = session.get(Payment, order.payment_id) if order.payment_id else None
+    if result.refund_required and payment is not None and refundable_cents(session, payment):
+        refund = request_refund(uow=uow, order_id=order.id, amount_cents=None, lines=[],
+                                reason="Cancelled at the customer's request",
+                                requested_by=CUSTOMER, settings=settings)
+        request.outcome = (f"Cancelled; your payment of "
+                           f"{format_money(refund.amount_cents, refund.currency)} is being "
+                           "refunded.")
+    session.flush()
+    return request
+
+
+def _too_late(status: str) -> str:
+    if status in (OrderStatus.PICKING, OrderStatus.PACKED):
+        return ("Your order is already being packed and can no longer be cancelled. Once it "
+                "arrives you can send it back from this page.")
+    if status == OrderStatus.SHIPPED:
+        return ("Your order has already been shipped. You can send it back from this page "
+                "once it arrives.")
+    if status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
+        return "This order is already cancelled."
+    return "This order cannot be cancelled now."

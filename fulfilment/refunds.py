@@ -7,7 +7,8 @@ REFUND_APPROVAL_CENTS, waits for a second finance user (`approve_refund`, never 
 requester). `process_refund` (the `process_refund` actor) calls Stripe outside any transaction
 with a key per refund, looks for a refund it already made first (localstripe ignores keys), and
 records the result: payment amounts and status, items back into stock through
-`fulfilment.inventory`, the credit note, and an email to the customer.
+`fulfilment.inventory`, the credit note, the return it was made for completed
+(`fulfilment.returns`), and an email to the customer.
 """
 
 from __future__ import annotations
@@ -221,6 +222,9 @@ def record_refund(*, uow: UnitOfWork, refund_id: uuid.UUID, stripe_refund_id: st
                        or refund.requested_by, document_type="refund",
                        document_id=str(refund.id))
     credit_note = issue_credit_note(uow=uow, refund_id=refund.id)
+    # Imported here: returns asks for refunds through this module.
+    from fulfilment.returns import complete_refunded_returns
+    complete_refunded_returns(session, refund, now)
     session.add(note(order, f"Refunded {refund.amount_cents} cents ({refund.reason}); credit "
                             f"note {credit_note.number}.", actor=refund.requested_by, at=now,
                      public=True))
