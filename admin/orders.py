@@ -31,7 +31,8 @@ SORT_COLUMNS = {"created_at": Order.created_at, "total_cents": Order.total_cents
                 "number": Order.number}
 CSV_COLUMNS = ("number", "status", "created_at", "authorized_at", "email", "full_name",
                "phone", "address", "city", "postal_code", "country", "shipping_method",
-               "subtotal_cents", "shipping_cents", "tax_cents", "total_cents", "currency")
+               "subtotal_cents", "discount_code", "discount_cents", "shipping_cents",
+               "tax_cents", "total_cents", "currency")
 
 
 class InvalidCursor(DomainError):

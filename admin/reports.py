@@ -1,8 +1,8 @@
 """Finance reports: what the shop earned after costs (margins), and each day's close.
 
 Money is counted net of VAT (VAT is owed to the state, not earned): revenue is what captured
-orders' goods cost at their regular prices, plus shipping; discounts are what sale prices took
-off that; refunds are what was given back (their VAT taken
+orders' goods cost at their regular prices, plus shipping; discounts are what sale prices and
+discount codes took off that; refunds are what was given back (their VAT taken
 out); Stripe's fees come from the synced balance transactions of the orders' charges; the cost
 of goods is each line's unit cost when it was allocated (weighted average from receiving)
 times its quantity; gross margin = revenue - discounts - refunds - fees - cost of goods.
@@ -110,6 +110,11 @@ def _regular(line: OrderLine) -> int:
     return (line.regular_price_cents or line.unit_price_cents) * line.quantity
 
 
+def _given(line: OrderLine) -> int:
+    """What the line gave away: the sale's reduction plus its share of a discount code."""
+    return _regular(line) - line.line_total_cents + line.discount_cents
+
+
 def margins(session: Session, start: date, end: date, by: str) -> list[Margin]:
     """Margins per `day`, `product` or `order` over the days `start`..`end`."""
     table: dict[str, Margin] = {}
@@ -122,7 +127,7 @@ def margins(session: Session, start: date, end: date, by: str) -> list[Margin]:
             row.orders += 1
             row.units += sum(line.quantity for line in f.lines)
             row.revenue_cents += sum(_regular(line) for line in f.lines) + order.shipping_cents
-            row.discounts_cents += sum(_regular(line) - line.line_total_cents for line in f.lines)
+            row.discounts_cents += sum(_given(line) for line in f.lines)
             row.refunds_cents += refunds_net
             row.fees_cents += f.fees
             row.cost_of_goods_cents += sum((line.unit_cost_cents or 0) * line.quantity
@@ -136,7 +141,7 @@ def margins(session: Session, start: date, end: date, by: str) -> list[Margin]:
             row = table[line.product_name]
             row.units += line.quantity
             row.revenue_cents += _regular(line) + round(order.shipping_cents * share)
-            row.discounts_cents += _regular(line) - line.line_total_cents
+            row.discounts_cents += _given(line)
             row.refunds_cents += round(refunds_net * share)
             row.fees_cents += round(f.fees * share)
             row.cost_of_goods_cents += (line.unit_cost_cents or 0) * line.quantity

@@ -188,8 +188,12 @@ def render_finance_document(document: FinanceDocument, *, seller: str = "Conveyo
                      (money(line.get("unit_price_cents")), width * 0.15, "R"),
                      (money(line.get("total_cents")), width * 0.15, "R")])
         shipping = _text(content.get("shipping")) or "Shipping"
-        totals = [("Subtotal (net)", money(content.get("subtotal_cents"))),
-                  (f"{shipping} (net)", money(content.get("shipping_cents"))),
+        totals = [("Subtotal (net)", money(content.get("subtotal_cents")))]
+        if content.get("discount_cents"):
+            code = _text(content.get("discount_code"))
+            totals.append((f"Discount{f' (code {code})' if code else ''} (net)",
+                           money(-_cents(content.get("discount_cents")))))
+        totals += [(f"{shipping} (net)", money(content.get("shipping_cents"))),
                   (f"VAT {rate}", money(content.get("tax_cents")))]
         grand = ("Total", money(content.get("total_cents", document.amount_cents)))
     else:

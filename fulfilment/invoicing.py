@@ -78,8 +78,10 @@ def issue_invoice(*, uow: UnitOfWork, order_id: uuid.UUID) -> FinanceDocument:
     content = _parties(order) | {
         "lines": [{"sku": line.sku, "description": f"{line.product_name} ({line.variant_name})",
                    "quantity": line.quantity, "unit_price_cents": line.unit_price_cents,
-                   "total_cents": line.line_total_cents} for line in lines],
-        "subtotal_cents": order.subtotal_cents, "shipping_cents": order.shipping_cents,
+                   "total_cents": line.line_total_cents,
+                   "discount_cents": line.discount_cents} for line in lines],
+        "subtotal_cents": order.subtotal_cents, "discount_cents": order.discount_cents,
+        "discount_code": order.discount_code or "", "shipping_cents": order.shipping_cents,
         "shipping": order.shipping_method_name, "tax_cents": order.tax_cents,
         "total_cents": order.total_cents,
     }

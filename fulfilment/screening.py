@@ -211,11 +211,15 @@ def quality_issues(session: Session, order: Order, payment: Payment | None,
     if lines is None:
         lines = order_lines(session, order)
     subtotal = sum(line.unit_price_cents * line.quantity for line in lines)
+    discount = sum(line.discount_cents for line in lines)  # the code's shares, per line
     method = shipping_method(order.shipping_method)
-    expected = order_totals(subtotal, method, order.country) if method else None
-    if expected is None or (expected.subtotal_cents, expected.shipping_cents,
-                            expected.tax_cents, expected.total_cents) != (
-            order.subtotal_cents, order.shipping_cents, order.tax_cents, order.total_cents):
+    expected = order_totals(subtotal, method, order.country, discount) if (
+        method and 0 <= discount <= subtotal) else None
+    if expected is None or (expected.subtotal_cents, expected.discount_cents,
+                            expected.shipping_cents, expected.tax_cents,
+                            expected.total_cents) != (
+            order.subtotal_cents, order.discount_cents, order.shipping_cents, order.tax_cents,
+            order.total_cents):
         issues.append(_issue("totals_mismatch", "The totals do not add up from the lines, "
                              "shipping and tax.", stored_total_cents=order.total_cents,
                              computed_total_cents=expected.total_cents if expected else None))

@@ -17,6 +17,7 @@ from models.customers import (
     CustomerNote,
     CustomerSignInAttempt,
 )
+from models.discounts import DiscountCode, DiscountRedemption
 from models.finance import (
     ClosedPeriod,
     Dispute,
@@ -77,6 +78,8 @@ __all__ = [
     "CustomerSignInAttempt",
     "CycleCount",
     "CycleCountLine",
+    "DiscountCode",
+    "DiscountRedemption",
     "Dispute",
     "DocumentCounter",
     "Email",

@@ -77,8 +77,10 @@ class Order(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("subtotal_cents >= 0 AND shipping_cents >= 0 AND tax_cents >= 0",
                         name="amounts_not_negative"),
-        CheckConstraint("total_cents = subtotal_cents + shipping_cents + tax_cents",
-                        name="total_adds_up"),
+        CheckConstraint("discount_cents >= 0 AND discount_cents <= subtotal_cents",
+                        name="discount_within_subtotal"),
+        CheckConstraint("total_cents = subtotal_cents - discount_cents + shipping_cents"
+                        " + tax_cents", name="total_adds_up"),
         # Screening looks orders up by customer, address, device, domain and time.
         Index("ix_orders_email_lower", text("lower(email)")),
     )
@@ -101,6 +103,10 @@ class Order(SQLModel, table=True):
     shipping_method_name: str = Field(max_length=80)
     currency: str = Field(default="EUR", max_length=3)
     subtotal_cents: int
+    discount_code: str | None = Field(default=None, max_length=40,
+                                      description="The discount code used, as stored.")
+    discount_cents: int = Field(default=0, description=(
+        "Taken off the subtotal (net); the lines' discount_cents add up to it."))
     shipping_cents: int
     tax_rate_bps: int
     tax_cents: int
@@ -124,6 +130,8 @@ class OrderLine(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("line_total_cents = unit_price_cents * quantity", name="line_adds_up"),
+        CheckConstraint("discount_cents >= 0 AND discount_cents <= line_total_cents",
+                        name="discount_within_line"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -135,6 +143,9 @@ class OrderLine(SQLModel, table=True):
     unit_price_cents: int
     quantity: int
     line_total_cents: int
+    discount_cents: int = Field(default=0, description=(
+        "This line's share of the order's discount code (net): what was paid for it is "
+        "line_total_cents - discount_cents, before VAT."))
     regular_price_cents: int | None = Field(default=None, description=(
         "The unit price before any sale: what the sale gave away shows as a discount."))
     unit_cost_cents: int | None = Field(default=None, description=(

@@ -1,4 +1,9 @@
-"""How an order's total is made: lines, shipping, then VAT on both for the destination."""
+"""How an order's total is made: lines, less any discount code, shipping, then VAT on both for
+the destination.
+
+The free-shipping threshold compares the subtotal AFTER the discount: what the shopper really
+pays for the goods must reach it, so a code cannot tip a cart over the line it did not reach.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,17 @@ class Totals:
     tax_rate_bps: int
     tax_cents: int
     total_cents: int
+    discount_cents: int = 0
 
 
-def order_totals(subtotal_cents: int, method: ShippingMethod, country: str) -> Totals:
-    shipping = method.price_for(subtotal_cents)
-    taxable = subtotal_cents + shipping
+def order_totals(subtotal_cents: int, method: ShippingMethod, country: str,
+                 discount_cents: int = 0) -> Totals:
+    """Totals with VAT on (subtotal - discount + shipping); the discount is net of VAT."""
+    if not 0 <= discount_cents <= subtotal_cents:
+        raise ValueError("a discount lies between nothing and the whole subtotal")
+    goods = subtotal_cents - discount_cents
+    shipping = method.price_for(goods)
+    taxable = goods + shipping
     tax = vat_on(taxable, country)
-    return Totals(subtotal_cents, shipping, vat_basis_points(country), tax, taxable + tax)
+    return Totals(subtotal_cents, shipping, vat_basis_points(country), tax, taxable + tax,
+                  discount_cents)

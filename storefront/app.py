@@ -57,6 +57,8 @@ def routes(settings: Settings) -> list[Route | Mount]:
         Route("/checkout", checkout.show, name="checkout"),
         Route("/checkout", checkout.pay, methods=["POST"], name="pay"),
         Route("/checkout/summary", checkout.summary, name="checkout_summary"),
+        Route("/checkout/discount", checkout.apply_discount, methods=["POST"],
+              name="apply_discount"),
         Route("/checkout/authenticated", checkout.authenticated, methods=["POST"],
               name="authenticated"),
         Route("/checkout/confirmation/{token}", orders.confirmation, name="confirmation"),

@@ -35,7 +35,7 @@ from conveyor.stripe_gateway import (
     PaymentProviderError,
     StripeGateway,
 )
-from fulfilment import payments
+from fulfilment import discounts, payments
 from fulfilment.inventory import LineRequest, reserve_lines
 from models.contact import (
     InvalidField,
@@ -45,6 +45,7 @@ from models.contact import (
     normalise_postal_code,
     normalise_text,
 )
+from models.discounts import DiscountLine, normalise_code
 from models.orders import Order, OrderEvent, OrderLine, OrderStatus
 from models.payments import Payment
 from models.pricing import Totals, order_totals
@@ -75,6 +76,7 @@ class CheckoutDetails:
     postal_code: str
     country: str
     shipping: ShippingMethod
+    discount_code: str = ""  # as typed, normalised; "" for none
 
 
 @dataclass
@@ -88,6 +90,7 @@ class CheckoutForm:
 def parse_checkout_form(data: Mapping[str, str], *, require_payment: bool = True) -> CheckoutForm:
     """Validate every field, collecting one message per bad field and keeping what was typed."""
     values = {name: str(data.get(name, ""))[:400] for name in FIELDS}
+    values["discount_code"] = str(data.get("discount_code", "")).strip()[:80]
     form = CheckoutForm(values=values)
     errors = form.errors
     clean: dict[str, str] = {}
@@ -116,12 +119,22 @@ def parse_checkout_form(data: Mapping[str, str], *, require_payment: bool = True
                              "if it is switched off, please switch it on.")
     form.payment_token = token
     if not errors and method is not None:
-        form.details = CheckoutDetails(shipping=method, **clean)
+        form.details = CheckoutDetails(shipping=method,
+                                       discount_code=normalise_code(values["discount_code"]),
+                                       **clean)
     return form
 
 
-def totals_for(cart: CartView, method: ShippingMethod, country: str) -> Totals:
-    return order_totals(cart.subtotal_cents, method, country)
+def totals_for(cart: CartView, method: ShippingMethod, country: str,
+               discount_cents: int = 0) -> Totals:
+    return order_totals(cart.subtotal_cents, method, country, discount_cents)
+
+
+def discount_lines(cart: CartView) -> list[DiscountLine]:
+    """The cart's lines as the discount rules see them (in the cart's order)."""
+    return [DiscountLine(product_id=item.entry.product.id or 0,
+                         category_id=item.entry.category.id or 0,
+                         total_cents=item.line_total_cents) for item in cart.items]
 
 
 def _new_number(session: Session) -> str:
@@ -141,6 +154,12 @@ def place_order(
     Reserves the lines until now + RESERVATION_MINUTES through `fulfilment.inventory` (locks in
     primary-key order; InsufficientStock leaves nothing behind because the transaction rolls
     back). Prices come from `cart`, which the caller computed from the catalogue just now.
+
+    A discount code in `details` is decided again here under the code's row lock
+    (`fulfilment.discounts.claim_code`) and its redemption recorded in this transaction, so
+    concurrent checkouts never use a code beyond its limits; placing the pending order again
+    (after a declined card) replaces its one redemption instead of adding a second. Raises
+    DiscountRefused, leaving nothing behind, when the code cannot be used.
     """
     if cart.is_empty:
         raise CartEmpty("Your cart is empty.")
@@ -152,7 +171,13 @@ def place_order(
                                   or order.cart_id != cart_id):
             order = None
 
-    totals = totals_for(cart, details.shipping, details.country)
+    claim = discounts.claim_code(
+        uow=uow, typed=details.discount_code, lines=discount_lines(cart), email=details.email,
+        now=now, order_id=order.id if order is not None else None,
+    ) if details.discount_code else None
+    shares = claim.verdict.line_discounts if claim else tuple(0 for _ in cart.items)
+    totals = totals_for(cart, details.shipping, details.country,
+                        claim.verdict.discount_cents if claim else 0)
     contact: dict[str, Any] = {
         "email": details.email, "email_domain": details.email.rsplit("@", 1)[-1].lower(),
         "full_name": details.full_name, "phone": details.phone,
@@ -161,6 +186,8 @@ def place_order(
         "shipping_method_name": details.shipping.name, "subtotal_cents": totals.subtotal_cents,
         "shipping_cents": totals.shipping_cents, "tax_rate_bps": totals.tax_rate_bps,
         "tax_cents": totals.tax_cents, "total_cents": totals.total_cents,
+        "discount_code": claim.code.code if claim else None,
+        "discount_cents": totals.discount_cents,
     }
     if order is None:
         order = Order(number=_new_number(session), status_token=secrets.token_urlsafe(24),
@@ -178,14 +205,16 @@ def place_order(
         order.updated_at = now
         session.execute(delete(OrderLine).where(col(OrderLine.order_id) == order.id))
 
-    for item in cart.items:
+    discounts.record_redemption(uow=uow, order_id=order.id, claim=claim, email=details.email,
+                                now=now)
+    for item, share in zip(cart.items, shares, strict=True):
         assert item.variant.id is not None
         session.add(OrderLine(
             order_id=order.id, variant_id=item.variant.id, sku=item.variant.sku,
             product_name=item.entry.product.name, variant_name=item.variant.name,
             unit_price_cents=item.price.cents, regular_price_cents=item.price.regular_cents,
             quantity=item.quantity,
-            line_total_cents=item.line_total_cents,
+            line_total_cents=item.line_total_cents, discount_cents=share,
         ))
     until = now + timedelta(minutes=settings.reservation_minutes)
     reserve_lines(

@@ -72,6 +72,7 @@ class Line(BaseModel):
     unit_price_cents: int
     quantity: int
     line_total_cents: int
+    discount_cents: int = Field(description="The line's share of the discount code (net).")
 
 
 class Customer(BaseModel):
@@ -91,6 +92,8 @@ class Address(BaseModel):
 class Totals(BaseModel):
     currency: str
     subtotal_cents: int
+    discount_code: str | None
+    discount_cents: int = Field(description="Taken off the subtotal by the discount code.")
     shipping_cents: int
     tax_rate_bps: int
     tax_cents: int

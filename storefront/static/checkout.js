@@ -18,6 +18,8 @@
   }
 
   form.addEventListener("submit", function (event) {
+    // "Apply" next to the discount code posts the form as it is: no card needed for that.
+    if (event.submitter && event.submitter.id === "apply-discount") { return; }
     event.preventDefault();
     if (button.disabled) { return; }
     button.disabled = true;
@@ -39,7 +41,9 @@
     var method = form.querySelector("input[name=shipping_method]:checked");
     var params = new URLSearchParams({
       country: form.elements.country.value,
-      shipping_method: method ? method.value : ""
+      shipping_method: method ? method.value : "",
+      discount_code: form.elements.discount_code ? form.elements.discount_code.value : "",
+      email: form.elements.email.value
     });
     fetch("/checkout/summary?" + params.toString(), { credentials: "same-origin" })
       .then(function (response) { return response.ok ? response.json() : null; })
@@ -49,6 +53,12 @@
           document.getElementById("summary-" + key).textContent = totals[key];
         });
         document.getElementById("summary-tax-rate").textContent = totals.tax_rate;
+        var discount = document.getElementById("summary-discount");
+        if (discount) {
+          discount.textContent = totals.discount;
+          discount.hidden = !totals.discount;
+          document.getElementById("summary-discount-label").hidden = !totals.discount;
+        }
       });
   }
   form.elements.country.addEventListener("change", refreshTotals);

@@ -10,10 +10,11 @@ from starlette.responses import JSONResponse, Response
 
 from conveyor.errors import DomainError
 from conveyor.stripe_gateway import PaymentProviderError
-from fulfilment import payments
+from fulfilment import discounts, payments
 from fulfilment.inventory import InsufficientStock
 from models.base import utcnow
 from models.contact import shipping_countries
+from models.discounts import Verdict
 from models.money import format_money
 from models.orders import Order, OrderStatus
 from models.payments import PaymentStatus
@@ -59,7 +60,20 @@ def _pending_order(request: Request) -> Order | None:
 def _prefill(order: Order | None) -> dict[str, str]:
     if order is None:
         return {"country": SHOP_COUNTRY, "shipping_method": DEFAULT_SHIPPING.code}
-    return {name: str(getattr(order, name)) for name in checkout.FIELDS}
+    return {name: str(getattr(order, name)) for name in checkout.FIELDS} | {
+        "discount_code": order.discount_code or ""}
+
+
+def _discount(request: Request, cart: carts.CartView, values: dict[str, str],
+              ) -> Verdict | None:
+    """The code typed on the page, decided for this cart now (None: no code typed)."""
+    typed = values.get("discount_code", "").strip()
+    if not typed or cart.is_empty:
+        return None
+    with db_of(request).read_session() as session:
+        return discounts.quote(session, typed=typed, lines=checkout.discount_lines(cart),
+                               email=values.get("email", ""), now=utcnow(),
+                               exclude_order_id=session_uuid(request, ORDER_KEY))
 
 
 def _page(request: Request, cart: carts.CartView, values: dict[str, str], *,
@@ -69,11 +83,18 @@ def _page(request: Request, cart: carts.CartView, values: dict[str, str], *,
     if country not in dict(shipping_countries()):
         country = SHOP_COUNTRY
     settings = settings_of(request)
+    errors = dict(errors or {})
+    verdict = _discount(request, cart, values)
+    if verdict is not None and not verdict.ok:
+        errors.setdefault("discount_code", verdict.message)
+    discount = verdict.discount_cents if verdict is not None and verdict.ok else 0
     return render(request, "storefront/checkout.html", {
-        "cart": cart, "values": values, "errors": errors or {},
-        "totals": checkout.totals_for(cart, method, country), "country": country,
+        "cart": cart, "values": values, "errors": errors,
+        "totals": checkout.totals_for(cart, method, country, discount), "country": country,
         "countries": shipping_countries(), "methods": SHIPPING_METHODS,
-        "method_prices": {m.code: m.price_for(cart.subtotal_cents) for m in SHIPPING_METHODS},
+        "discount": verdict if verdict is not None and verdict.ok else None,
+        "method_prices": {m.code: m.price_for(cart.subtotal_cents - discount)
+                          for m in SHIPPING_METHODS},
         "stripe_publishable_key": settings.stripe_publishable_key,
         "stripe_js_url": settings.stripe_js_url,
         "payments_ready": gateway_of(request) is not None,
@@ -95,12 +116,35 @@ def summary(request: Request) -> Response:
     country = request.query_params.get("country", "").upper()
     if country not in dict(shipping_countries()):
         country = SHOP_COUNTRY
-    totals = checkout.totals_for(cart, method, country)
+    verdict = _discount(request, cart, {
+        "discount_code": request.query_params.get("discount_code", "")[:80],
+        "email": request.query_params.get("email", "")[:254]})
+    discount = verdict.discount_cents if verdict is not None and verdict.ok else 0
+    totals = checkout.totals_for(cart, method, country, discount)
     return JSONResponse({
         key: format_money(getattr(totals, f"{key}_cents"))
         for key in ("subtotal", "shipping", "tax", "total")
-    } | {"tax_rate": f"{totals.tax_rate_bps / 100:g}%"},
+    } | {"tax_rate": f"{totals.tax_rate_bps / 100:g}%",
+         "discount": format_money(-discount) if discount else ""},
         headers={"cache-control": "no-store"})
+
+
+async def apply_discount(request: Request) -> Response:
+    """`Apply` next to the discount code: the page again with everything typed kept, the
+    code's discount in the summary, or its refusal in plain words next to the field."""
+    form_data = await request.form()
+    form = checkout.parse_checkout_form({k: str(v) for k, v in form_data.items()},
+                                        require_payment=False)
+    cart = await run_service(_cart, request)
+    if cart.is_empty:
+        flash(request, "Your cart is empty: add something first.", "info")
+        return redirect("/cart")
+    if not form.values.get("discount_code"):
+        return await run_service(_page, request, cart, form.values, errors={
+            "discount_code": "Enter a discount code first."}, status_code=422)
+    verdict = await run_service(_discount, request, cart, form.values)
+    return await run_service(_page, request, cart, form.values,
+                             status_code=200 if verdict is None or verdict.ok else 422)
 
 
 def _cap_cart_to_stock(request: Request, error: InsufficientStock) -> None:
@@ -171,6 +215,9 @@ async def pay(request: Request) -> Response:
     except checkout.TooManyAttempts as exc:
         return _page(request, cart, form.values, status_code=429,
                      errors={"payment": exc.message})
+    except discounts.DiscountRefused as exc:
+        return _page(request, cart, form.values, status_code=422,
+                     errors={"discount_code": exc.message})
     except DomainError as exc:
         return _page(request, cart, form.values, status_code=422,
                      errors={"payment": exc.message})
