@@ -79,9 +79,14 @@ def refunded_quantities(session: Session, order_id: uuid.UUID) -> dict[int, int]
     return done
 
 
-def _line_amount(order: Order, line: OrderLine, quantity: int) -> int:
-    """A line's gross (VAT included) for `quantity` units, to the cent."""
-    net = line.unit_price_cents * quantity
+def _line_amount(order: Order, line: OrderLine, quantity: int, already: int = 0) -> int:
+    """A line's gross (VAT included) for `quantity` units, to the cent: what was paid for them,
+    so less their part of the line's discount-code share. `already` units of the line were
+    refunded before; the parts are cut so that refunding every unit, in any steps, gives back
+    exactly the line's share."""
+    share = (line.discount_cents * (already + quantity) // line.quantity
+             - line.discount_cents * already // line.quantity)
+    net = line.unit_price_cents * quantity - share
     return net + round(net * order.tax_rate_bps / 10_000)
 
 
@@ -119,7 +124,8 @@ def request_refund(
             if not 0 < wanted.quantity <= left:
                 raise RefundRefused(f"At most {left} of {line.sku} can still be refunded.",
                                     details={"sku": line.sku, "refundable_quantity": left})
-            total += _line_amount(order, line, wanted.quantity)
+            total += _line_amount(order, line, wanted.quantity,
+                                  done.get(wanted.variant_id, 0))
             stored_lines.append({"variant_id": line.variant_id, "sku": line.sku,
                                  "quantity": wanted.quantity,
                                  "restock_location_id": wanted.restock_location_id})
