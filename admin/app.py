@@ -28,7 +28,9 @@ from admin.routes import (
     middle_office,
     orders,
     reports,
+    returns,
     stock,
+    support,
     warehouse,
 )
 from conveyor.db import Database
@@ -48,7 +50,7 @@ class RequestIdFilter(logging.Filter):
 
 
 API = Api.merge(auth.api, orders.api, middle_office.api, catalogue.api, audit_log.api,
-                stock.api, warehouse.api, reports.api, finance.api)
+                stock.api, warehouse.api, reports.api, finance.api, returns.api, support.api)
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 HEADERS = {
     "x-content-type-options": "nosniff",

@@ -17,6 +17,7 @@ STATUS_OF_CODE = {
     "illegal_transition": 409,
     "capture_in_progress": 409,
     "refund_refused": 409,
+    "return_refused": 409,
     "period_closed": 409,
     "rate_limited": 429,
     "unauthenticated": 401,
