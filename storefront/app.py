@@ -26,7 +26,16 @@ from conveyor.templating import create_environment
 from storefront.catalogue import CatalogueCache
 from storefront.live_stock import LiveStock
 from storefront.security import CSRFMiddleware, RejectNulMiddleware, SecurityHeadersMiddleware
-from storefront.views import cart, catalogue, checkout, documents, orders, webhooks
+from storefront.views import (
+    account,
+    after_sales,
+    cart,
+    catalogue,
+    checkout,
+    documents,
+    orders,
+    webhooks,
+)
 from storefront.web import render, snapshot_of
 
 log = logging.getLogger(__name__)
@@ -63,7 +72,14 @@ def routes(settings: Settings) -> list[Route | Mount]:
               name="authenticated"),
         Route("/checkout/confirmation/{token}", orders.confirmation, name="confirmation"),
         Route("/orders/{token}", orders.status, name="order_status"),
+        Route("/orders/{token}/returns", after_sales.request_return, methods=["POST"],
+              name="order_return"),
+        Route("/orders/{token}/cancel", after_sales.request_cancel, methods=["POST"],
+              name="order_cancel"),
+        Route("/orders/{token}/messages", after_sales.post_message, methods=["POST"],
+              name="order_message"),
         Route("/documents/{token}", documents.download, name="document"),
+        *account.ROUTES,  # /account...: sign-up, sign-in, the customer's pages
         Route(WEBHOOK_PATH, webhooks.receive, methods=["POST"], name="stripe_webhook"),
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

@@ -21,6 +21,7 @@ from models.payments import PaymentStatus
 from models.shipping import DEFAULT_SHIPPING, SHIPPING_METHODS, shipping_method
 from storefront import cart as carts
 from storefront import checkout
+from storefront.views import account
 from storefront.web import (
     CART_COUNT_KEY,
     CART_KEY,
@@ -30,6 +31,7 @@ from storefront.web import (
     device_id,
     flash,
     gateway_of,
+    parse_int,
     redirect,
     render,
     run_service,
@@ -98,6 +100,7 @@ def _page(request: Request, cart: carts.CartView, values: dict[str, str], *,
         "stripe_publishable_key": settings.stripe_publishable_key,
         "stripe_js_url": settings.stripe_js_url,
         "payments_ready": gateway_of(request) is not None,
+        **account.checkout_context(request, values),
     }, status_code=status_code, private=True)
 
 
@@ -106,7 +109,12 @@ def show(request: Request) -> Response:
     if cart.is_empty:
         flash(request, "Your cart is empty: add something first.", "info")
         return redirect("/cart")
-    return _page(request, cart, _prefill(_pending_order(request)))
+    order = _pending_order(request)
+    values = _prefill(order)
+    if order is None:  # a signed-in customer's details, and the saved address chosen
+        address_id = parse_int(request.query_params.get("address"))
+        values |= account.checkout_values(request, address_id)
+    return _page(request, cart, values)
 
 
 def summary(request: Request) -> Response:
@@ -182,6 +190,7 @@ async def pay(request: Request) -> Response:
         flash(request, "Your cart is empty: add something first.", "info")
         return redirect("/cart")
     details = form.details
+    form.values["save_address"] = "on" if form_data.get("save_address") == "on" else ""
     if details is None:
         return _page(request, cart, form.values, errors=form.errors, status_code=422)
     gateway = gateway_of(request)
@@ -195,16 +204,19 @@ async def pay(request: Request) -> Response:
     now = utcnow()
     cart_id = session_uuid(request, CART_KEY)
     assert cart_id is not None
+    claim = await run_service(account.checkout_claim, request, form.values)
 
     def place() -> Order:
         with db.unit_of_work() as uow:
             checkout.check_payment_rate(uow.session, client_ip=client_ip,
                                         email=details.email, settings=settings, now=now)
-            return checkout.place_order(uow=uow, cart=cart, cart_id=cart_id,
-                                        details=details,
-                                        pending_order_id=session_uuid(request, ORDER_KEY),
-                                        client_ip=client_ip, device_id=device,
-                                        settings=settings, now=now)
+            placed = checkout.place_order(uow=uow, cart=cart, cart_id=cart_id,
+                                          details=details,
+                                          pending_order_id=session_uuid(request, ORDER_KEY),
+                                          client_ip=client_ip, device_id=device,
+                                          settings=settings, now=now)
+            claim(uow, placed)
+            return placed
 
     try:
         order = await run_service(place)
