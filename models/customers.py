@@ -105,3 +105,19 @@ class CustomerNote(SQLModel, table=True):
     author: str = Field(max_length=254)
     body: str = Field(sa_type=Text)
     created_at: datetime = utc_column(default_factory=utcnow)
+
+
+class CustomerFileRef(SQLModel, table=True):
+    """The opaque reference of a customer file, so that staff paths and the audit trail never
+    hold an email: `g` + the first 32 hex digits of HMAC-SHA256(secret, lower-cased email).
+
+    The HMAC cannot be reversed, nor computed by the database, so each reference handed out is
+    remembered here with its email (lower-cased) to find the file again. Erasing a customer
+    deletes their row (`email`), after which the reference leads nowhere.
+    """
+
+    __tablename__ = "customer_file_ref"
+
+    ref: str = Field(primary_key=True, max_length=40)
+    email: str = Field(max_length=254, unique=True, description="Lower-cased.")
+    created_at: datetime = utc_column(default_factory=utcnow)

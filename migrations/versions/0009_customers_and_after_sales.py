@@ -47,6 +47,13 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_customer_note'))
     )
     op.create_index('ix_customer_note_email_lower', 'customer_note', [sa.literal_column('lower(email)')], unique=False)
+    op.create_table('customer_file_ref',
+    sa.Column('ref', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+    sa.Column('email', sqlmodel.sql.sqltypes.AutoString(length=254), nullable=False),
+    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('ref', name=op.f('pk_customer_file_ref')),
+    sa.UniqueConstraint('email', name=op.f('uq_customer_file_ref_email'))
+    )
     op.create_table('customer_sign_in_attempt',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('email', sqlmodel.sql.sqltypes.AutoString(length=254), nullable=False),
@@ -196,6 +203,7 @@ def downgrade() -> None:
     op.drop_index('ix_customer_sign_in_attempt_ip_at', table_name='customer_sign_in_attempt')
     op.drop_index('ix_customer_sign_in_attempt_email_at', table_name='customer_sign_in_attempt')
     op.drop_table('customer_sign_in_attempt')
+    op.drop_table('customer_file_ref')
     op.drop_index('ix_customer_note_email_lower', table_name='customer_note')
     op.drop_table('customer_note')
     op.drop_index('uq_customer_email_lower', table_name='customer', postgresql_where=sa.text('deleted_at IS NULL'), sqlite_where=sa.text('deleted_at IS NULL'))
