@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import col, select
 from starlette.exceptions import HTTPException
@@ -14,7 +15,8 @@ from fulfilment.packing import parcels_of
 from models.finance import FinanceDocument
 from models.orders import CUSTOMER_LABELS, Order, OrderEvent, OrderLine, OrderStatus
 from models.payments import Payment
-from storefront.web import db_of, render
+from storefront.after_sales import page_context
+from storefront.web import db_of, render, settings_of
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class ParcelView:
     items: list[tuple[str, int]]  # (product and variant name, quantity)
 
 
-def _load(request: Request) -> dict[str, object]:
+def _load(request: Request) -> dict[str, Any]:
     token = request.path_params["token"]
     if not 20 <= len(token) <= 64:
         raise HTTPException(404)
@@ -52,9 +54,10 @@ def _load(request: Request) -> dict[str, object]:
         documents = list(session.exec(
             select(FinanceDocument).where(FinanceDocument.order_id == order.id)
             .order_by(col(FinanceDocument.issued_at), col(FinanceDocument.number))))
+        after_sales = page_context(session, order, settings_of(request))
     return {"order": order, "lines": lines, "history": history, "payment": payment,
             "parcels": parcels, "documents": documents,
-            "status_label": CUSTOMER_LABELS[OrderStatus(order.status)]}
+            "status_label": CUSTOMER_LABELS[OrderStatus(order.status)], **after_sales}
 
 
 def _private(response: Response) -> Response:
