@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, exists, not_, or_
@@ -160,6 +160,11 @@ EDITABLE = ("kind", "value", "description", "min_spend_cents", "starts_at", "end
 
 
 def _check(session: Session, code: DiscountCode) -> None:
+    """Times kept in UTC; the settings must fit together (InvalidDiscount otherwise)."""
+    for name in ("starts_at", "ends_at"):
+        moment = getattr(code, name)
+        if moment is not None:
+            setattr(code, name, moment.astimezone(UTC))
     problems: dict[str, str] = {}
     if code.kind not in tuple(DiscountKind):
         problems["kind"] = "percent or fixed"

@@ -69,10 +69,11 @@ def authenticate(settings: Settings, intent_id: str, client_secret: str, ok: boo
 
 
 def bought(db: Database, settings: Settings, lines: list[tuple[int, int]], *,
-           email: str = "ada@example.com") -> Order:
+           email: str = "ada@example.com", discount_code: str = "") -> Order:
     """An order placed, paid, screened and captured at localstripe (as the workers would)."""
     cart_id, view = cart(db, lines)
-    order = place(db, settings, cart_id, view, details=details_for(email))
+    order = place(db, settings, cart_id, view,
+                  details=details_for(email, discount_code=discount_code))
     pay(db, settings, order.id)
     with db.unit_of_work() as uow:
         screen_order(uow=uow, order_id=order.id, env=ENV, settings=settings)

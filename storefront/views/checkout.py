@@ -132,8 +132,9 @@ def summary(request: Request) -> Response:
     return JSONResponse({
         key: format_money(getattr(totals, f"{key}_cents"))
         for key in ("subtotal", "shipping", "tax", "total")
-    } | {"tax_rate": f"{totals.tax_rate_bps / 100:g}%",
-         "discount": format_money(-discount) if discount else ""},
+    } | {"tax_rate": f"{totals.tax_rate_bps / 100:g}%"} | (
+        {} if verdict is None else {"discount": format_money(-discount) if discount else "",
+                                    "discount_message": verdict.message}),
         headers={"cache-control": "no-store"})
 
 

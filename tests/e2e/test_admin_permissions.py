@@ -92,6 +92,12 @@ def test_every_role_is_allowed_exactly_its_permissions_on_every_route(client, db
     (Role.FINANCE, "POST", "/api/products"),
     (Role.REVIEWER, "GET", "/api/audit"),
     (Role.STOCK, "PATCH", "/api/variants/1"),
+    (Role.FINANCE, "GET", "/api/discounts"),  # discount codes are for admins only
+    (Role.FINANCE, "POST", "/api/discounts"),
+    (Role.SUPPORT, "GET", "/api/discounts/NOSUCH"),
+    (Role.REVIEWER, "PATCH", "/api/discounts/NOSUCH"),
+    (Role.STOCK, "POST", "/api/discounts/NOSUCH/pause"),
+    (Role.PICKER, "POST", "/api/discounts/NOSUCH/resume"),
     (Role.PICKER, "GET", "/api/customers"),  # customer files: support, finance, reviewers
     (Role.STOCK, "GET", "/api/customers/g00000000000000000000000000000000"),
     (Role.STOCK, "POST", "/api/customers/g00000000000000000000000000000000/notes"),
