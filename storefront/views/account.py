@@ -336,7 +336,7 @@ async def edit_address(request: Request, customer: Customer) -> Response:
 
 def _address_id(request: Request) -> int:
     address_id = parse_int(request.path_params.get("address_id"))
-    if address_id is None or address_id <= 0:
+    if address_id is None or not 0 < address_id < 2**31:  # the column is a 32-bit integer
         raise HTTPException(404)
     return address_id
 

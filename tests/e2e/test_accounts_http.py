@@ -477,6 +477,9 @@ def test_saved_addresses_are_checked_and_fill_in_the_checkout(client, db, settin
     home_id = rows["Unter den Linden 1"].id
     chosen = client.get(f"/checkout?address={home_id}")
     assert 'value="Unter den Linden 1"' in chosen.text and 'value="Berlin"' in chosen.text
+    for odd in ("99999999999", "abc", "-1"):
+        fallback = client.get(f"/checkout?address={odd}")
+        assert fallback.status_code == 200 and 'value="Damrak 70"' in fallback.text
 
     # When Ada pays to a new address and asks to save it
     response = client.post("/checkout", data={
@@ -637,3 +640,34 @@ def test_account_deletion_leaves_no_personal_data_in_the_customers_rows_while_or
     # And the email is free for a new account, which starts empty
     registered(client, db)
     assert "No orders yet" in client.get("/account").text
+
+
+def test_odd_input_on_every_account_page_gets_an_answer_never_a_500(client, db):
+    registered(client, db)
+    token = csrf(client.get("/account").text)
+    odd = ["x" * 5000, "<script>alert(1)</script>", "\u202e\u200b", "   ", "🙂" * 300,
+           "a@b", "@", "%", "ADA.LOVELACE@EXAMPLE.COM"]
+    for path in ("/account/sign-in/<script>", "/account/verify/" + "x" * 300,
+                 "/account/reset/%25%5F", "/account/addresses/99999999999",
+                 "/account/addresses/-1", "/account/addresses/1e9",
+                 "/account/sign-in?next=//evil.example", "/account/sign-in?next=%0d%0a"):
+        response = client.get(path)
+        assert response.status_code in (200, 404, 410), path
+        assert "<script>alert(1)</script>" not in response.text
+    posts = ["/account/sign-in", "/account/sign-in-link", "/account/reset",
+             "/account/addresses", "/account/addresses/99999999999",
+             "/account/addresses/99999999999/default", "/account/addresses/1/delete",
+             "/account/details", "/account/preferences", "/account/sign-up",
+             "/account/reset/" + "y" * 40, "/account/sign-in/" + "y" * 40,
+             "/account/verify/" + "y" * 40]
+    for path in posts:
+        for value in odd:
+            data = {"csrf_token": token, "next": value, "email": value, "password": value,
+                    "full_name": value, "phone": value, "address": value, "city": value,
+                    "postal_code": value, "country": value, "marketing_emails": value,
+                    "is_default": value}
+            response = client.post(path, data=data)
+            assert response.status_code in (200, 401, 403, 404, 410, 422, 429), (path, value)
+            assert "<script>alert(1)</script>" not in response.text
+            token = csrf(client.get("/account/sign-in").text)
+    assert customer_row(db).deleted_at is None
