@@ -3,7 +3,9 @@
 **Who is a customer.** A customer is an email address, compared lower-cased: guests have
 files too. An order belongs to the file of its account's current email when it is joined to
 a live account (`orders.customer_id`), else to the file of its own email; an account with
-no orders yet has a file as well.
+no orders yet has a file as well. Orders of an erased account stay joined to its anonymised
+row and belong to no file, so its old email finds nothing (the segments report still counts
+them, as one customer known only by the account id).
 
 **How a file is addressed.** Never by a raw email (paths and query strings end up in logs,
 and the audit trail can never be erased): a file's `ref` is its live account's id for
@@ -161,14 +163,24 @@ def resolve_ref(session: Session, ref: str, secret: str) -> Identity:
 # -- Which orders are whose -------------------------------------------------------------------
 
 
-def _order_owner() -> tuple[Any, ColumnElement[str]]:
-    """(the live account joined to an order, the lower-cased email whose file the order is in)."""
-    owner = aliased(Customer, name="owner")
-    return owner, func.lower(func.coalesce(owner.email, Order.email))
+def _owner_key(order: Any, owner: Any, *, erased: str = "none") -> ColumnElement[Any]:
+    """The customer an order belongs to, for `order` outer-joined to its account `owner` on
+    `orders.customer_id` (see `_order_owner`): the account's lower-cased email while the
+    account lives, else the order's own lower-cased email. An order of an erased account
+    belongs to no file (NULL) or, with `erased="id"`, to `erased:<account id>`: one
+    customer, counted without knowing who (the segments report)."""
+    gone: Any = (literal("erased:") + cast(owner.id, String)) if erased == "id" else null()
+    return case((col(owner.id).is_(None), func.lower(order.email)),
+                (col(owner.deleted_at).is_(None), func.lower(owner.email)),
+                else_=gone)
 
 
-def _owner_join(owner: Any) -> ColumnElement[bool]:
-    return and_(owner.id == Order.customer_id, owner.deleted_at.is_(None))
+def _order_owner(name: str = "owner", order: Any = Order, *,
+                 erased: str = "none") -> tuple[Any, ColumnElement[Any], ColumnElement[bool]]:
+    """(an alias of the account, the customer key of `order`, the join condition)."""
+    owner = aliased(Customer, name=name)
+    return (owner, _owner_key(order, owner, erased=erased),
+            col(owner.id) == order.customer_id)
 
 
 # -- Search ---------------------------------------------------------------------------------------
@@ -188,7 +200,7 @@ class CustomerRow:
 def _facts(query: str | None) -> Subquery:
     """One row per order (its owner, whether it counts, what it kept, its date) and one per
     live account (so that accounts without orders are found too); grouped per customer."""
-    owner, key = _order_owner()
+    owner, key, joined = _order_owner()
     placed = col(Order.authorized_at).is_not(None)
     orders = (
         sql(key.label("email"),
@@ -200,8 +212,9 @@ def _facts(query: str | None) -> Subquery:
                func.lower(Order.email).label("raw_email"),
                func.lower(Order.full_name).label("name"))
         .select_from(Order)
-        .outerjoin(owner, _owner_join(owner))
-        .outerjoin(Payment, col(Payment.id) == Order.payment_id))
+        .outerjoin(owner, joined)
+        .outerjoin(Payment, col(Payment.id) == Order.payment_id)
+        .where(key.is_not(None)))
     accounts = (
         sql(func.lower(Customer.email), cast(Customer.id, String), literal(0), literal(0),
                null(), func.lower(Customer.email), func.lower(Customer.full_name))
@@ -296,12 +309,12 @@ def _latest_names(session: Session, emails: list[str]) -> dict[str, str]:
     """The name on each guest's latest order (one windowed query for the page)."""
     if not emails:
         return {}
-    owner, key = _order_owner()
+    owner, key, joined = _order_owner()
     ranked = (sql(key.label("email"), col(Order.full_name),
                      func.row_number().over(partition_by=key,
                                             order_by=col(Order.created_at).desc()).label("n"))
-              .select_from(Order).outerjoin(owner, _owner_join(owner))
-              .where(func.lower(Order.email).in_(emails))
+              .select_from(Order).outerjoin(owner, joined)
+              .where(func.lower(Order.email).in_(emails), key.in_(emails))
               .subquery())
     return {email: name for email, name in session.execute(
         sql(ranked.c.email, ranked.c.full_name).where(ranked.c.n == 1))}
@@ -352,11 +365,8 @@ def _order_ids(email: str) -> Any:
     """The ids of the orders in the file of `email`, as a subquery (on aliases of its own, so
     that it is never correlated with the query using it)."""
     order = aliased(Order, name="file_order")
-    owner = aliased(Customer, name="file_owner")
-    key = func.lower(func.coalesce(owner.email, order.email))
-    return (sql(col(order.id)).select_from(order)
-            .outerjoin(owner, and_(col(owner.id) == order.customer_id,
-                                   col(owner.deleted_at).is_(None)))
+    owner, key, joined = _order_owner("file_owner", order)
+    return (sql(col(order.id)).select_from(order).outerjoin(owner, joined)
             .where(key == email))
 
 
@@ -474,14 +484,10 @@ def segments(session: Session, start: date, end: date) -> Segments:
     """Customers, orders and revenue of the sales captured in `start`..`end` (UTC days),
     split five ways; one grouped query per section."""
     since, until = _bounds(start, end)
-    owner, key = _order_owner()
-    before, before_owner, before_payment = (aliased(Order, name="before"),
-                                            aliased(Customer, name="before_owner"),
-                                            aliased(Payment, name="before_payment"))
-    earlier = (sql(func.lower(func.coalesce(before_owner.email, before.email)))
-               .select_from(before)
-               .outerjoin(before_owner, and_(col(before_owner.id) == before.customer_id,
-                                             col(before_owner.deleted_at).is_(None)))
+    owner, key, joined = _order_owner(erased="id")
+    before, before_payment = aliased(Order, name="before"), aliased(Payment, name="paid_before")
+    before_owner, before_key, before_joined = _order_owner("before_owner", before, erased="id")
+    earlier = (sql(before_key).select_from(before).outerjoin(before_owner, before_joined)
                .join(before_payment, col(before_payment.id) == before.payment_id)
                .where(col(before_payment.captured_at) < since))
     sales = (
@@ -489,7 +495,7 @@ def segments(session: Session, start: date, end: date) -> Segments:
                col(Order.country).label("country"), _band().label("band"),
                col(Payment.captured_cents).label("revenue"),
                case((key.in_(earlier), "returning"), else_="new").label("kind"))
-        .select_from(Order).outerjoin(owner, _owner_join(owner))
+        .select_from(Order).outerjoin(owner, joined)
         .join(Payment, col(Payment.id) == Order.payment_id)
         .where(col(Payment.captured_at) >= since, col(Payment.captured_at) < until)
     ).cte("sales")

@@ -185,9 +185,13 @@ def test_an_account_file_shows_the_account_and_every_order_joined_to_it(client, 
 
 
 def test_an_account_without_orders_has_a_file_and_an_erased_one_has_none(client, db):
-    # Given a fresh account and an erased one
+    # Given a fresh account and an erased one, whose order stays joined to its blank row
     fresh = make_account(db, "new@example.com", name="Nina New")
-    gone = make_account(db, "gone@example.com", deleted=True)
+    gone = make_account(db, "", deleted=True)
+    kept = make_pending_order(db, email="gone@example.com")
+    with db.unit_of_work() as uow:
+        uow.session.execute(update(Order).where(col(Order.id) == kept)
+                            .values(customer_id=gone.id))
     reviewer = as_role(client, db, Role.REVIEWER)
 
     # When a reviewer looks for them
@@ -196,6 +200,7 @@ def test_an_account_without_orders_has_a_file_and_an_erased_one_has_none(client,
     # Then only the live account is there, with no orders
     assert [(r["ref"], r["orders"], r["lifetime_value_cents"], r["last_order_at"])
             for r in rows] == [(str(fresh.id), 0, 0, None)]
+    assert search(client, reviewer, q="gone@")["items"] == []
     file = open_file(client, reviewer, str(fresh.id))
     assert file["orders"] == [] and file["figures"]["average_order_cents"] is None
     assert file["figures"]["returns_rate"] is None
@@ -262,12 +267,27 @@ def test_the_returns_rate_is_units_returned_over_units_shipped(client, db, setti
 
 
 def test_screening_decisions_and_signals_are_listed_per_order_oldest_first(client, db, settings):
-    # Given two orders of one customer, the second large enough to raise a signal
+    # Given two approved orders of one customer, the second large enough to raise a signal,
+    # then a stricter rule set that holds the third for a reviewer, who approves it
     mug = make_product(db, name="Mug", variants=[("Std", 900, 20)])
     first = shopping.bought(db, settings, [(mug.variant_ids[0], 1)], email="screened@example.com")
     second = shopping.bought(db, settings, [(mug.variant_ids[0], 6)],
                              email="screened@example.com")
-    reviewer = as_role(client, db, Role.REVIEWER)
+    strict = DEFAULT_RULES.model_dump(mode="json")
+    strict["thresholds"] = {"review": 0, "reject": 101}
+    with db.unit_of_work() as uow:
+        uow.session.add(RuleSet(version=3, body=strict, note="hold everything", created_by="t"))
+    cart_id, view = shopping.cart(db, [(mug.variant_ids[0], 1)])
+    third = shopping.place(db, settings, cart_id, view,
+                           details=shopping.details_for("screened@example.com"))
+    shopping.pay(db, settings, third.id)
+    with db.unit_of_work() as uow:
+        screen_order(uow=uow, order_id=third.id, env=ENV, settings=settings)
+    reviewer_staff = make_staff(db, Role.REVIEWER)
+    reviewer = bearer(login(client, reviewer_staff))
+    decided = client.post(f"/api/orders/{third.number}/approve", headers=reviewer,
+                          json={"reason": "Known customer, third order"})
+    assert decided.status_code == 200, decided.text
 
     # When a reviewer opens the file
     [row] = search(client, reviewer, q="screened@")["items"]
@@ -276,14 +296,17 @@ def test_screening_decisions_and_signals_are_listed_per_order_oldest_first(clien
     # Then each order's screening is there as stored, in the order they were made
     with db.read_session() as session:
         stored = {s.order_id: s for s in session.exec(select(Screening))}
-    assert [h["order_number"] for h in history] == [first.number, second.number]
-    for entry, order in zip(history, (first, second), strict=True):
+    assert [h["order_number"] for h in history] == [first.number, second.number, third.number]
+    for entry, order in zip(history, (first, second, third), strict=True):
         screening = stored[order.id]
-        assert entry["decision"] == screening.decision == "approve"
+        assert entry["decision"] == screening.decision
         assert entry["score"] == screening.score
         assert entry["rule_set_version"] == screening.rule_set_version
         assert [(s["code"], s["weight"], s["reason"]) for s in entry["signals"]] == \
             [(s["code"], s["weight"], s["reason"]) for s in screening.signals]
+    assert [(h["decision"], h["rule_set_version"], h["decided_by"]) for h in history] == [
+        ("approve", 2, ""), ("approve", 2, ""), ("review", 3, reviewer_staff.email)]
+    assert history[2]["decision_reason"] == "Known customer, third order"
     assert "sku_quantity" in {s["code"] for s in history[1]["signals"]}
     assert "sku_quantity" not in {s["code"] for s in history[0]["signals"]}
 
