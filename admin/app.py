@@ -24,6 +24,7 @@ from admin.routes import (
     audit_log,
     auth,
     catalogue,
+    customers,
     discounts,
     finance,
     middle_office,
@@ -52,7 +53,7 @@ class RequestIdFilter(logging.Filter):
 
 API = Api.merge(auth.api, orders.api, middle_office.api, catalogue.api, audit_log.api,
                 stock.api, warehouse.api, reports.api, finance.api, returns.api, support.api,
-                discounts.api)
+                discounts.api, customers.api)
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 HEADERS = {
     "x-content-type-options": "nosniff",
