@@ -337,15 +337,17 @@ def test_the_detail_of_an_authorised_order_shows_everything_around_it(client, ad
         "full_name": "Ada Lovelace", "address": "Unter den Linden 1", "city": "Berlin",
         "postal_code": "10117", "country": "DE"}
     assert detail["totals"] == {
-        "currency": "EUR", "subtotal_cents": 2 * 2490 + 1990,
-        "shipping_cents": order.shipping_cents, "tax_rate_bps": order.tax_rate_bps,
-        "tax_cents": order.tax_cents, "total_cents": order.total_cents}
-    assert order.total_cents == (order.subtotal_cents + order.shipping_cents
-                                 + order.tax_cents)
+        "currency": "EUR", "subtotal_cents": 2 * 2490 + 1990, "discount_code": None,
+        "discount_cents": 0, "shipping_cents": order.shipping_cents,
+        "tax_rate_bps": order.tax_rate_bps, "tax_cents": order.tax_cents,
+        "total_cents": order.total_cents}
+    assert order.total_cents == (order.subtotal_cents - order.discount_cents
+                                 + order.shipping_cents + order.tax_cents)
     lines = {line["variant_id"]: line for line in detail["lines"]}
     assert lines[blue] == {
         "variant_id": blue, "sku": product.skus[0], "product_name": "Desk Lamp",
-        "variant_name": "Blue", "unit_price_cents": 2490, "quantity": 2, "line_total_cents": 4980}
+        "variant_name": "Blue", "unit_price_cents": 2490, "quantity": 2, "line_total_cents": 4980,
+        "discount_cents": 0}
     assert (lines[red]["quantity"], lines[red]["line_total_cents"]) == (1, 1990)
 
     payment = detail["payment"]
