@@ -473,7 +473,7 @@ def test_saved_addresses_are_checked_and_fill_in_the_checkout(client, db, settin
     checkout = client.get("/checkout")
     assert f'value="{ADA}"' in checkout.text and 'value="Damrak 70"' in checkout.text
     assert 'value="Amsterdam"' in checkout.text
-    assert "Save this address to my account" in checkout.text
+    assert "Save it to my account for next time" in checkout.text
     home_id = rows["Unter den Linden 1"].id
     chosen = client.get(f"/checkout?address={home_id}")
     assert 'value="Unter den Linden 1"' in chosen.text and 'value="Berlin"' in chosen.text
