@@ -263,7 +263,9 @@ def reply(ctx: Context, thread_id: uuid.UUID, body: ReplyRequest) -> ThreadDetai
                          target_type="support_thread", target_id=str(thread_id),
                          before={"status": before},
                          after={"status": detail.thread.status, "message_id": message.id,
-                                "order": detail.order.number, "body": message.body})
+                                "order": detail.order.number,
+                                "characters": len(message.body)})  # never the text: the
+            # trail cannot be erased, and messages may hold personal data
     except service.MessageRefused as exc:
         _audit_refusal(ctx, "support.reply", thread_id, exc)
         raise
