@@ -142,8 +142,8 @@ def reply_to_thread(
     session.add(message)
     thread.status = ThreadStatus.WAITING
     thread.updated_at = now
-    session.add(note(order, f"Reply to the customer by {author}: {body[:200]}", actor=author,
-                     at=now))
+    session.add(note(order, f"Reply to the customer by {author} ({len(body)} characters; "
+                            "the text is in the conversation).", actor=author, at=now))
     status_url = f"{settings.base_url.rstrip('/')}/orders/{order.status_token}"
     queue_email(uow, env, to=order.email,
                 subject=f"Re: {thread.subject}" if thread.subject else
