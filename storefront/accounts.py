@@ -10,7 +10,8 @@ Guarantees:
   message for an unknown email and a wrong password, after the same argon2 work.
 - Failed sign-ins and requests for emailed links are counted per email and per client IP in
   `customer_sign_in_attempt`; past CUSTOMER_SIGN_IN_FAILURES_PER_EMAIL / _PER_IP within
-  CUSTOMER_SIGN_IN_WINDOW_MINUTES, sign-in pauses for that email or address.
+  CUSTOMER_SIGN_IN_WINDOW_MINUTES, sign-in pauses for that email or address. Attempts for
+  one email take turns on PostgreSQL, so concurrent guesses cannot pass its limit.
 - A password sign-in needs a proved email. An email is proved by the verification link, by an
   emailed sign-in link or by a reset link; when it is, the guest orders placed with that email
   (any case) and no account join the account (`orders.customer_id`).
@@ -32,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from jinja2 import Environment
-from sqlalchemy import delete, func, update
+from sqlalchemy import delete, func, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -264,6 +265,12 @@ def _normal_email(email: str) -> str:
 
 def _check_rate(session: Session, *, email: str, client_ip: str, settings: Settings,
                 now: datetime) -> None:
+    """Raise SignInPaused past the limits. On PostgreSQL, attempts for one email take turns
+    (a transaction-scoped advisory lock), so a burst of guesses at one account cannot pass
+    its limit by racing; the per-IP count is not serialised and may be passed by a race."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                        {"key": f"customer_sign_in:{email}"})
     window = settings.customer_sign_in_window_minutes
     base = select(func.count()).select_from(CustomerSignInAttempt).where(
         col(CustomerSignInAttempt.succeeded).is_(False),

@@ -14,7 +14,13 @@ from conveyor.errors import NotFound
 from conveyor.passwords import WeakPassword
 from conveyor.settings import Settings
 from models.base import utcnow
-from models.customers import Customer, CustomerAddress, CustomerLink, LinkPurpose
+from models.customers import (
+    Customer,
+    CustomerAddress,
+    CustomerLink,
+    CustomerSignInAttempt,
+    LinkPurpose,
+)
 from models.messaging import Email
 from models.orders import Order
 from storefront import accounts
@@ -243,3 +249,32 @@ def test_an_account_without_a_password_is_erased_by_typing_delete(db, settings):
         assert row is not None and row.deleted_at is not None and row.email == ""
     # And the same email can make a new account
     assert _sign_up(db, settings) is not None
+
+
+def test_concurrent_wrong_passwords_for_one_email_never_pass_its_limit(db, settings):
+    # Given an account whose email may fail three times per window
+    customer = _verified(db, settings)
+    limited = settings.model_copy(update={"customer_sign_in_failures_per_email": 3})
+    barrier = threading.Barrier(10)
+    refusals: list[str] = []
+
+    # When ten wrong passwords arrive at once, from ten addresses
+    def guess(n: int) -> None:
+        barrier.wait()
+        with db.unit_of_work() as uow:
+            outcome = accounts.sign_in_with_password(
+                uow=uow, env=ENV, settings=limited, email=customer.email,
+                password=f"guess number {n}!", client_ip=f"198.51.100.{n}", now=utcnow())
+        assert outcome.refusal is not None
+        refusals.append(outcome.refusal.code)
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then exactly three were checked and counted; the others were paused unchecked
+    assert sorted(refusals) == ["invalid_credentials"] * 3 + ["rate_limited"] * 7
+    with db.read_session() as session:
+        assert session.exec(select(func.count()).select_from(CustomerSignInAttempt)).one() == 3
