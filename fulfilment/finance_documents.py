@@ -166,6 +166,9 @@ def render_finance_document(document: FinanceDocument, *, seller: str = "Conveyo
             pdf.write_line(f"Corrects invoice: {_text(content.get('invoice_number'))}")
         if content.get("refund_reason"):
             pdf.write_line(f"Reason: {_text(content.get('refund_reason'))}")
+        if content.get("discount_code"):
+            pdf.write_line("Amounts are what was paid, after the discount code "
+                           f"{_text(content.get('discount_code'))}.")
     pdf.ln(4)
     pdf.write_line("Bill to", bold=True)
     country = _text(customer.get("country"))

@@ -109,6 +109,7 @@ def issue_credit_note(*, uow: UnitOfWork, refund_id: uuid.UUID) -> FinanceDocume
     content = _parties(order) | {
         "refund_reason": refund.reason, "lines": refund.lines,
         "invoice_number": invoice.number if invoice else "", "net_cents": net,
+        "discount_code": order.discount_code or "",
         "tax_cents": tax, "total_cents": refund.amount_cents,
     }
     return _issue(session, DocumentKind.CREDIT_NOTE, order, amount_cents=refund.amount_cents,

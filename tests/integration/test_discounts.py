@@ -249,7 +249,12 @@ def test_refunds_per_line_give_back_what_was_paid_for_the_units(db, settings):
     assert sum(amounts) == order.total_cents == 13_090  # 12000 - 1000, free shipping, VAT
     with db.read_session() as session:
         payment = session.get(Payment, order.payment_id)
+        notes = session.exec(select(FinanceDocument).where(
+            FinanceDocument.kind == DocumentKind.CREDIT_NOTE)
+            .order_by(col(FinanceDocument.sequence))).all()
     assert payment is not None and payment.refunded_cents == order.total_cents
+    assert [note.amount_cents for note in notes] == amounts
+    assert b"after the discount code THIRD" in pdf_text(render_finance_document(notes[0]))
 
 
 def test_the_desk_keeps_codes_unique_in_any_case_and_audits_every_change(db):
