@@ -550,9 +550,10 @@ def save_address(*, uow: UnitOfWork, customer_id: uuid.UUID, details: AddressDet
         address = CustomerAddress(customer_id=customer_id, **vars(details))
         session.add(address)
     else:
-        address = next((a for a in addresses if a.id == address_id), None)  # type: ignore[assignment]
-        if address is None:
+        found = next((a for a in addresses if a.id == address_id), None)
+        if found is None:
             raise NotFound("We could not find that address.")
+        address = found
         for name, value in vars(details).items():
             setattr(address, name, value)
     if make_default or not addresses:
