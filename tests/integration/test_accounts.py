@@ -22,8 +22,10 @@ from models.customers import (
     LinkPurpose,
 )
 from models.messaging import Email
-from models.orders import Order
+from models.orders import Order, OrderStatus
+from models.warehouse import Parcel
 from storefront import accounts
+from tests import shopping
 from tests.factories import make_product
 from tests.shopping import ENV, bought
 
@@ -278,3 +280,30 @@ def test_concurrent_wrong_passwords_for_one_email_never_pass_its_limit(db, setti
     assert sorted(refusals) == ["invalid_credentials"] * 3 + ["rate_limited"] * 7
     with db.read_session() as session:
         assert session.exec(select(func.count()).select_from(CustomerSignInAttempt)).one() == 3
+
+
+def test_the_order_history_shows_status_and_tracking_but_not_unpaid_checkouts(db, settings):
+    made = make_product(db, variants=[("Std", 1000, 20)])
+    variant = made.variant_ids[0]
+    shipped = bought(db, settings, [(variant, 1)])
+    waiting = bought(db, settings, [(variant, 2)])
+    cart_id, view = shopping.cart(db, [(variant, 3)])
+    unpaid = shopping.place(db, settings, cart_id, view)  # never paid
+    customer = _verified(db, settings)
+    with db.unit_of_work() as uow:
+        uow.session.add(Parcel(order_id=shipped.id, weight_grams=500, packed_by="packer",
+                               carrier="DHL", tracking_number="JJD0001",
+                               tracking_url="https://track.example/JJD0001",
+                               shipped_by="packer", shipped_at=utcnow()))
+        uow.session.add(Parcel(order_id=waiting.id, weight_grams=500, packed_by="packer"))
+    with db.read_session() as session:
+        rows = accounts.order_history(session, customer.id)
+        assert session.get(Order, unpaid.id).customer_id == customer.id  # type: ignore[union-attr]
+    assert [r.number for r in rows] == [waiting.number, shipped.number]  # newest first
+    by_number = {r.number: r for r in rows}
+    assert [(t.carrier, t.tracking_number) for t in by_number[shipped.number].tracking] == [
+        ("DHL", "JJD0001")]
+    assert by_number[waiting.number].tracking == []  # packed, not shipped yet
+    assert by_number[shipped.number].status_label == accounts.CUSTOMER_LABELS[
+        OrderStatus(shipped.status)]
+    assert unpaid.status == OrderStatus.PENDING_PAYMENT
