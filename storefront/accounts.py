@@ -49,6 +49,7 @@ from conveyor.passwords import (
     verify_password,
 )
 from conveyor.settings import Settings
+from models.after_sales import SupportMessage, SupportThread
 from models.contact import (
     InvalidField,
     normalise_country,
@@ -73,6 +74,7 @@ from models.warehouse import Parcel
 MAX_ADDRESSES = 20
 ADDRESS_FIELDS = ("full_name", "phone", "address", "city", "postal_code", "country")
 # The account's own emails; erasing the account deletes them (order emails stay with orders).
+ERASED_MESSAGE = "[Removed when the customer deleted their account.]"
 ACCOUNT_TEMPLATES = ("account_verify", "account_sign_in", "account_reset", "account_exists")
 LINK_PATHS = {LinkPurpose.SIGN_IN: "sign-in", LinkPurpose.RESET_PASSWORD: "reset",
               LinkPurpose.VERIFY_EMAIL: "verify"}
@@ -652,7 +654,8 @@ def delete_account(*, uow: UnitOfWork, customer_id: uuid.UUID, password: str,
     password-change times null; marketing off) and `deleted_at` set, which frees the email for
     a new account and ends every sign-in; its addresses and links are deleted, as are the
     sign-in attempts, staff notes, customer-file reference and account emails (verification,
-    links) by its email. Orders, their lines, totals, payments and invoices stay: the law
+    links) by its email; the messages it wrote to the shop about its orders lose their author
+    and text. Orders, their lines, totals, payments and invoices stay: the law
     requires them, and they stay linked to the anonymised row, so reports keep counting them
     as one (erased) customer's. A later account with the same email starts afresh: those
     orders do not join it.
@@ -674,6 +677,13 @@ def delete_account(*, uow: UnitOfWork, customer_id: uuid.UUID, password: str,
     session.execute(delete(Email).where(func.lower(Email.to_address) == email,
                                         col(Email.template).in_(ACCOUNT_TEMPLATES),
                                         col(Email.order_id).is_(None)))
+    # What the customer wrote to the shop is theirs, not the law's: its text goes too. Staff
+    # replies stay, so the shop still knows what it promised.
+    threads = select(SupportThread.id).join(Order, col(Order.id) == SupportThread.order_id).where(
+        col(Order.customer_id) == customer.id)
+    session.execute(update(SupportMessage).where(
+        col(SupportMessage.thread_id).in_(threads), col(SupportMessage.from_customer).is_(True),
+    ).values(author="", body=ERASED_MESSAGE))
     customer.email = ""
     customer.full_name = ""
     customer.phone = ""

@@ -15,6 +15,9 @@ from starlette.testclient import TestClient
 
 from conveyor.db import Database
 from conveyor.settings import Settings
+from conveyor.templating import create_environment
+from fulfilment import support
+from models.after_sales import SupportMessage
 from models.base import utcnow
 from models.customers import (
     Customer,
@@ -27,6 +30,7 @@ from models.customers import (
 from models.finance import FinanceDocument
 from models.messaging import Email
 from models.orders import Order
+from storefront.accounts import ERASED_MESSAGE
 from storefront.app import create_app
 from tests.e2e.test_storefront_http import ADDRESS, add_to_cart, csrf
 from tests.factories import make_product
@@ -575,6 +579,16 @@ def test_account_deletion_leaves_no_personal_data_in_the_customers_rows_while_or
         uow.session.add(CustomerNote(email=ADA.upper(), author="support@conveyor.test",
                                      body="Prefers morning deliveries."))
         uow.session.add(CustomerFileRef(ref="g" + "0" * 32, email=ADA))
+    with db.unit_of_work() as uow:
+        support.post_customer_message(uow=uow, order_id=orders[0].id, subject="Delivery",
+                                      body="Ada Lovelace here: please ring twice.",
+                                      settings=settings)
+    with db.unit_of_work() as uow:
+        thread = support.current_thread(uow.session, orders[0].id)
+        assert thread is not None
+        support.reply_to_thread(uow=uow, thread_id=thread.id, body="We will ring twice.",
+                                author="support@conveyor.test",
+                                env=create_environment(), settings=settings)
     customer = customer_row(db)
     with db.read_session() as session:
         invoices_before = {d.number: (d.amount_cents, d.tax_cents, d.content) for d in
@@ -626,6 +640,11 @@ def test_account_deletion_leaves_no_personal_data_in_the_customers_rows_while_or
         assert left(CustomerNote, func.lower(CustomerNote.email) == ADA) == 0
         assert left(CustomerFileRef, func.lower(CustomerFileRef.email) == ADA) == 0
         assert left(Email, col(Email.template).like("account_%")) == 0
+
+        # And what she wrote to the shop is gone, while the shop's reply stays
+        messages = {m.from_customer: m for m in session.exec(select(SupportMessage))}
+        assert (messages[True].author, messages[True].body) == ("", ERASED_MESSAGE)
+        assert messages[False].body == "We will ring twice."
 
         # While the orders keep their totals, stay with the anonymised row, and the invoices
         # are untouched
