@@ -79,15 +79,18 @@ def refunded_quantities(session: Session, order_id: uuid.UUID) -> dict[int, int]
     return done
 
 
-def _line_amount(order: Order, line: OrderLine, quantity: int, already: int = 0) -> int:
-    """A line's gross (VAT included) for `quantity` units, to the cent: what was paid for them,
-    so less their part of the line's discount-code share. `already` units of the line were
-    refunded before; the parts are cut so that refunding every unit, in any steps, gives back
-    exactly the line's share."""
-    share = (line.discount_cents * (already + quantity) // line.quantity
-             - line.discount_cents * already // line.quantity)
-    net = line.unit_price_cents * quantity - share
+def _line_gross(order: Order, line: OrderLine, units: int) -> int:
+    """What the first `units` units of a line cost the customer, VAT included, to the cent:
+    their price less their part of the line's discount-code share."""
+    net = line.unit_price_cents * units - line.discount_cents * units // line.quantity
     return net + round(net * order.tax_rate_bps / 10_000)
+
+
+def _line_amount(order: Order, line: OrderLine, quantity: int, already: int = 0) -> int:
+    """What `quantity` more units of a line give back when `already` were refunded before.
+    Taken as a difference of running totals, so refunding every unit, in any steps, gives
+    back exactly the line's gross: rounding never adds a cent per step."""
+    return _line_gross(order, line, already + quantity) - _line_gross(order, line, already)
 
 
 def request_refund(
@@ -130,6 +133,10 @@ def request_refund(
                                  "quantity": wanted.quantity,
                                  "restock_location_id": wanted.restock_location_id})
         amount = amount_cents if amount_cents is not None else total
+        if amount_cents is None and available < amount <= available + len(order_lines):
+            # VAT rounded per line may sum to a cent per line more than the order's VAT,
+            # rounded once: the last units then give back what is left.
+            amount = available
     else:
         amount = amount_cents if amount_cents is not None else available
     if amount <= 0 or amount > available:

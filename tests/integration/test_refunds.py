@@ -68,6 +68,53 @@ def test_never_more_than_was_captured_even_though_stripes_double_would_allow_it(
                                reason="more", requested_by="a", settings=settings)
 
 
+def test_refunding_a_line_unit_by_unit_gives_back_exactly_its_gross_then_what_is_left(
+        db, settings):
+    # Given two units at a price whose VAT rounds up for one unit and down for two
+    made = make_product(db, variants=[("Std", 1003, 10)])
+    order = shopping.bought(db, settings, [(made.variant_ids[0], 2)])
+    rate = order.tax_rate_bps / 10_000
+    line_gross = 2006 + round(2006 * rate)
+    assert round(1003 * rate) * 2 != round(2006 * rate)  # the case is a real one
+
+    # When each unit is refunded on its own
+    amounts = []
+    for _ in range(2):
+        with db.unit_of_work() as uow:
+            amounts.append(refunds.request_refund(
+                uow=uow, order_id=order.id, amount_cents=None, lines=[refunds.RefundLine(
+                    made.variant_ids[0], 1)], reason="one", requested_by="a",
+                settings=settings).amount_cents)
+
+    # Then together they give back the line's gross to the cent, and what is left is shipping
+    assert sum(amounts) == line_gross
+    with db.unit_of_work() as uow:
+        rest = refunds.request_refund(uow=uow, order_id=order.id, amount_cents=None, lines=[],
+                                      reason="rest", requested_by="a", settings=settings)
+    assert rest.amount_cents == order.total_cents - line_gross
+
+
+def test_the_last_units_give_back_what_is_left_when_rounding_asks_a_cent_more(db, settings):
+    # Given an order where what is left is one cent short of a line's gross (per-line VAT
+    # rounding against the order's VAT rounded once can do that)
+    made = make_product(db, variants=[("Std", 1003, 10)])
+    order = shopping.bought(db, settings, [(made.variant_ids[0], 1)])
+    line_gross = 1003 + round(1003 * order.tax_rate_bps / 10_000)
+    with db.unit_of_work() as uow:
+        refunds.request_refund(uow=uow, order_id=order.id, lines=[], reason="shipping",
+                               amount_cents=order.total_cents - line_gross + 1,
+                               requested_by="a", settings=settings)
+
+    # When the line is refunded
+    with db.unit_of_work() as uow:
+        last = refunds.request_refund(uow=uow, order_id=order.id, amount_cents=None, lines=[
+            refunds.RefundLine(made.variant_ids[0], 1)], reason="line", requested_by="a",
+            settings=settings)
+
+    # Then it gives back what is left rather than being refused
+    assert last.amount_cents == line_gross - 1
+
+
 def test_large_refunds_wait_for_a_second_person(db, settings):
     strict = settings.model_copy(update={"refund_approval_cents": 1000})
     order, _ = captured_order(db, settings)
