@@ -163,9 +163,9 @@ def resolve_ref(session: Session, ref: str, secret: str) -> Identity:
 
 
 def _without_jit(session: Session) -> None:
-    """These grouped reads run in well under a second, but PostgreSQL's estimates for joins
-    on the customer key are far too high and make it spend seconds compiling them (JIT):
-    switched off for the read's own transaction."""
+    """PostgreSQL's estimates for joins on the customer key are far too high and made it
+    spend more time compiling the segments query (JIT) than running it: off for the read's
+    own transaction."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SET LOCAL jit = off"))
 
@@ -529,7 +529,7 @@ def segments(session: Session, start: date, end: date) -> Segments:
              .join(OrderLine, col(OrderLine.order_id) == sales.c.order_id)
              .join(Variant, col(Variant.id) == OrderLine.variant_id)
              .join(Product, col(Product.id) == Variant.product_id)
-             .join(Category, col(Category.id) == Product.category_id)).subquery("lines")
+             .join(Category, col(Category.id) == Product.category_id)).cte("lines")
     per_customer = (sql(sales.c.customer, func.count().label("orders"),
                         func.sum(sales.c.revenue).label("revenue"))
                     .group_by(sales.c.customer).subquery("per_customer"))
