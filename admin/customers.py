@@ -262,7 +262,8 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
             value = datetime.fromisoformat(value)
             if value.tzinfo is None:
                 raise ValueError("a time without a UTC offset")
-        elif not isinstance(value, int) or isinstance(value, bool):
+        elif (not isinstance(value, int) or isinstance(value, bool)
+              or not -(2**63) <= value < 2**63):
             raise ValueError("not an amount")
         tie = raw["t"]
         if not isinstance(tie, str) or not 1 <= len(tie) <= 40:

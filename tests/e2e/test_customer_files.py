@@ -3,8 +3,10 @@ orders bought, captured, refunded, picked, packed and shipped through the real s
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -395,6 +397,14 @@ def test_search_matches_fragments_literally_and_refuses_bad_cursors(client, db):
     assert len(search(client, support, q="TEST SHOPPER")["items"]) == 2
     bad = client.get("/api/customers", params={"cursor": "not-a-cursor"}, headers=support)
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_cursor"
+    for forged in ({"s": "-lifetime_value", "v": 10**30, "t": "x"},
+                   {"s": "-last_order", "v": "yesterday", "t": "x"},
+                   {"s": "-last_order", "v": "2026-01-01T00:00:00", "t": "x"},
+                   {"s": "-lifetime_value", "v": 5, "t": "x" * 41}):
+        cursor = base64.urlsafe_b64encode(json.dumps(forged).encode()).decode()
+        answer = client.get("/api/customers", headers=support,
+                            params={"cursor": cursor, "sort": forged["s"]})
+        assert answer.status_code == 422, forged
     first = search(client, support, limit=1, sort="-lifetime_value")
     other_sort = client.get("/api/customers", headers=support,
                             params={"cursor": first["next_cursor"], "sort": "last_order"})
