@@ -10,12 +10,10 @@ from conveyor import audit
 from conveyor.db import Database
 from fulfilment import discounts
 from models.discounts import DiscountKind
-from tests.e2e.test_browser_journey import (  # noqa: F401  (fixtures)
-    browser,
+from tests.e2e.test_browser_journey import (
     fill_card,
     fill_details,
     orders_of,
-    page,
     shop_to_checkout,
 )
 from tests.factories import make_product
@@ -24,7 +22,7 @@ from tests.helpers import CARD_OK
 pytestmark = pytest.mark.browser
 
 
-def test_a_shopper_applies_a_code_and_pays_the_discounted_total(page: Page, db: Database):  # noqa: F811
+def test_a_shopper_applies_a_code_and_pays_the_discounted_total(page: Page, db: Database):
     make_product(db, name="Linen Apron", category="Kitchen", variants=[("Sand", 2500, 12)])
     with db.unit_of_work() as uow:
         discounts.create_code(uow=uow, actor=audit.Actor(email="test"), code="KITCHEN20",
