@@ -34,10 +34,8 @@ Each section is one grouped query; nothing loops over orders in Python.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -64,7 +62,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, func, select
 
-from admin.orders import InvalidCursor
+from admin import cursors
 from conveyor.db import UnitOfWork
 from conveyor.errors import NotFound
 from models.after_sales import (
@@ -247,21 +245,18 @@ def _facts(query: str | None) -> Subquery:
 
 
 def _encode_cursor(sort: str, value: Any, tie: str) -> str:
-    raw = {"s": sort, "v": value.isoformat() if isinstance(value, datetime) else value,
-           "t": tie}
-    return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
+    return cursors.pack({"s": sort, "v": value.isoformat() if isinstance(value, datetime)
+                         else value, "t": tie})
 
 
 def _decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
+    raw = cursors.unpack(cursor)
     try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if raw["s"] != sort:
             raise ValueError("sorted differently")
         value: Any = raw["v"]
         if sort.endswith("last_order"):
-            value = datetime.fromisoformat(value)
-            if value.tzinfo is None:
-                raise ValueError("a time without a UTC offset")
+            value = cursors.utc_time(value)
         elif (not isinstance(value, int) or isinstance(value, bool)
               or not -(2**63) <= value < 2**63):
             raise ValueError("not an amount")
@@ -270,8 +265,7 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
             raise ValueError("not a row id")
         return value, tie
     except (ValueError, KeyError, TypeError, OverflowError) as exc:
-        raise InvalidCursor("This cursor is not valid for this list; start again without it.",
-                            details={"reason": str(exc)}) from None
+        raise cursors.invalid(exc) from None
 
 
 def search_customers(session: Session, *, secret: str, query: str | None, sort: str,

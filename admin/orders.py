@@ -7,8 +7,6 @@ an order arriving meanwhile neither repeats nor skips rows. The cursor is opaque
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,9 +17,10 @@ from sqlalchemy import tuple_
 from sqlmodel import Session, col, func, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from admin import cursors
 from admin.csv_export import stream_csv
 from conveyor.db import Database
-from conveyor.errors import DomainError, NotFound
+from conveyor.errors import NotFound
 from models.inventory import Allocation, Location, Reservation, StockItem, Warehouse
 from models.orders import Order, OrderEvent, OrderLine
 from models.payments import Payment
@@ -33,10 +32,6 @@ CSV_COLUMNS = ("number", "status", "created_at", "authorized_at", "email", "full
                "phone", "address", "city", "postal_code", "country", "shipping_method",
                "subtotal_cents", "discount_code", "discount_cents", "shipping_cents",
                "tax_cents", "total_cents", "currency")
-
-
-class InvalidCursor(DomainError):
-    code = "invalid_cursor"
 
 
 @dataclass(frozen=True)
@@ -71,30 +66,26 @@ def _filtered(query: SelectOfScalar[Order], f: OrderFilter) -> SelectOfScalar[Or
 
 def encode_cursor(sort: str, order: Order) -> str:
     value = getattr(order, sort.lstrip("-"))
-    raw = {"s": sort, "v": value.isoformat() if isinstance(value, datetime) else value,
-           "i": str(order.id)}
-    return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
+    return cursors.pack({"s": sort, "v": value.isoformat() if isinstance(value, datetime)
+                         else value, "i": str(order.id)})
 
 
 def _decode_cursor(cursor: str, sort: str) -> tuple[Any, uuid.UUID]:
+    raw = cursors.unpack(cursor)
     try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if raw["s"] != sort:
             raise ValueError("sorted differently")
         key = sort.lstrip("-")
         value: Any = raw["v"]
         if key == "created_at":
-            value = datetime.fromisoformat(value)
-            if value.tzinfo is None:
-                raise ValueError("a time without a UTC offset")
+            value = cursors.utc_time(value)
         elif key == "total_cents":
             value = int(value)
         else:
             value = str(value)
         return value, uuid.UUID(str(raw["i"]))
     except (ValueError, KeyError, TypeError, OverflowError) as exc:
-        raise InvalidCursor("This cursor is not valid for this list; start again without it.",
-                            details={"reason": str(exc)}) from None
+        raise cursors.invalid(exc) from None
 
 
 def _page_query(f: OrderFilter, cursor: str | None) -> SelectOfScalar[Order]:

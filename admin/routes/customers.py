@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
 from admin import customers as files
 from admin.api import Api, Context, Schema
 from admin.csv_export import stream_csv
+from admin.routes.reports import PeriodQuery
 from conveyor import audit
 from models.staff import Permission
 
 api = Api()
 TAGS = ["customers"]
-MAX_DAYS = 366
 Ref = Annotated[str, Field(pattern=files.REF_PATTERN)]
 
 
@@ -217,26 +217,8 @@ def add_note(ctx: Context, ref: Ref, body: NoteRequest) -> NoteOut:
 # -- Segments -------------------------------------------------------------------------------------
 
 
-def _today() -> date:
-    return datetime.now(UTC).date()
-
-
-class SegmentQuery(Schema):
-    start: date | None = Field(default=None,
-                               description="First UTC day (default: 29 days before `end`).")
-    end: date | None = Field(default=None, description="Last UTC day (default: today).")
-    format: Literal["json", "csv"] = "json"
-
-    @model_validator(mode="after")
-    def _span(self) -> SegmentQuery:
-        end = self.end or _today()
-        start = self.start or end - timedelta(days=29)
-        if start > end:
-            raise ValueError("`start` must not be after `end`")
-        if (end - start).days >= MAX_DAYS:
-            raise ValueError(f"a report covers at most {MAX_DAYS} days")
-        self.start, self.end = start, end
-        return self
+class SegmentQuery(PeriodQuery):
+    """The period whose captured sales are split into segments."""
 
 
 class SegmentOut(BaseModel):

@@ -11,8 +11,6 @@ at a time.
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime
@@ -23,6 +21,7 @@ from sqlalchemy import tuple_
 from sqlmodel import Session, col, func, select
 from starlette.responses import Response, StreamingResponse
 
+from admin import cursors
 from admin import orders as desk
 from admin.api import MAX_CENTS, Api, Context, DbId, Schema, UtcTime
 from admin.csv_export import stream_csv
@@ -65,53 +64,6 @@ AUTHORISED_STATES = frozenset({PaymentStatus.AUTHORIZED, PaymentStatus.CAPTURED,
                                PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED,
                                PaymentStatus.DISPUTED})
 REFUNDABLE_STATES = (PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED)
-
-
-# -- Cursors ------------------------------------------------------------------------------------
-
-
-def _encode_cursor(value: datetime | date | int, key: str) -> str:
-    raw = {"v": value.isoformat() if isinstance(value, datetime | date) else value, "k": key}
-    return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[Any, str]:
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return raw["v"], str(raw["k"])
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise _bad_cursor(exc) from None
-
-
-def _bad_cursor(exc: Exception) -> desk.InvalidCursor:
-    return desk.InvalidCursor("This cursor is not valid for this list; start again without it.",
-                         details={"reason": str(exc)})
-
-
-def _time_cursor(cursor: str) -> tuple[datetime, str]:
-    """(time, key) of a cursor made by `_encode_cursor(datetime, key)`."""
-    value, key = _decode_cursor(cursor)
-    try:
-        moment = datetime.fromisoformat(value)
-        if moment.tzinfo is None:
-            raise ValueError("a time without a UTC offset")
-        return moment, key
-    except (ValueError, TypeError) as exc:
-        raise _bad_cursor(exc) from None
-
-
-def _uuid_key(key: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(key)
-    except ValueError as exc:
-        raise _bad_cursor(exc) from None
-
-
-def _int_cursor(cursor: str) -> int:
-    value, _ = _decode_cursor(cursor)
-    if not isinstance(value, int) or not 0 <= value <= 2_147_483_647:
-        raise _bad_cursor(ValueError("not a row id"))
-    return value
 
 
 # -- Shared output models -------------------------------------------------------------------------
@@ -341,15 +293,15 @@ def _payments_page(session: Session, query: PaymentQuery, *, limit: int,
                    cursor: str | None) -> tuple[list[PaymentRow], str | None]:
     statement = _payments_query(query)
     if cursor:
-        moment, key = _time_cursor(cursor)
+        moment, key = cursors.time_cursor(cursor)
         statement = statement.where(tuple_(col(Payment.created_at), col(Payment.id))
-                                    < tuple_(moment, _uuid_key(key)))
+                                    < tuple_(moment, cursors.uuid_key(key)))
     rows = list(session.exec(statement.order_by(col(Payment.created_at).desc(),
                                                 col(Payment.id).desc()).limit(limit + 1)))
     more = len(rows) > limit
     page = _payment_rows(session, rows[:limit])
     last = page[-1] if page else None
-    return page, (_encode_cursor(last.created_at, str(last.payment_id))
+    return page, (cursors.encode_cursor(last.created_at, str(last.payment_id))
                   if more and last else None)
 
 
@@ -378,7 +330,7 @@ def _payments_csv(db: Database, query: PaymentQuery) -> Iterator[str]:
 def payments_ledger(ctx: Context, query: PaymentQuery) -> PaymentPage | Response:
     if query.format == "csv" or "text/csv" in ctx.request.headers.get("accept", ""):
         if query.cursor:
-            _time_cursor(query.cursor)  # a bad cursor is refused before the stream starts
+            cursors.time_cursor(query.cursor)  # a bad cursor is refused before the stream starts
         with ctx.unit_of_work() as uow:
             audit.record(uow.session, ctx.actor, "payments.export", target_type="payments",
                          after={"filter": query.model_dump(mode="json",
@@ -571,9 +523,9 @@ def _refunds_statement(query: RefundQuery) -> Any:
     if query.requested_to is not None:
         statement = statement.where(col(Refund.requested_at) < query.requested_to)
     if query.cursor:
-        moment, key = _time_cursor(query.cursor)
+        moment, key = cursors.time_cursor(query.cursor)
         statement = statement.where(tuple_(col(Refund.requested_at), col(Refund.id))
-                                    < tuple_(moment, _uuid_key(key)))
+                                    < tuple_(moment, cursors.uuid_key(key)))
     return statement.order_by(col(Refund.requested_at).desc(), col(Refund.id).desc())
 
 
@@ -588,7 +540,7 @@ def list_refunds(ctx: Context, query: RefundQuery) -> RefundPage:
         items = _refund_outs(session, refunds, _order_numbers(
             session, {r.order_id for r in refunds}))
     last = refunds[-1] if refunds else None
-    return RefundPage(items=items, next_cursor=_encode_cursor(last.requested_at, str(last.id))
+    return RefundPage(items=items, next_cursor=cursors.encode_cursor(last.requested_at, last.id)
                       if more and last else None)
 
 
@@ -680,7 +632,7 @@ def list_disputes(ctx: Context, query: DisputeQuery) -> DisputePage:
     if query.created_to is not None:
         statement = statement.where(col(Dispute.created_at) < query.created_to)
     if query.cursor:
-        moment, key = _time_cursor(query.cursor)
+        moment, key = cursors.time_cursor(query.cursor)
         statement = statement.where(tuple_(col(Dispute.created_at), col(Dispute.id))
                                     < tuple_(moment, key))
     with ctx.db.read_session() as session:
@@ -691,7 +643,7 @@ def list_disputes(ctx: Context, query: DisputeQuery) -> DisputePage:
     rows = rows[:query.limit]
     last = rows[-1][0] if rows else None
     return DisputePage(items=[_dispute_out(d, number) for d, number in rows],
-                       next_cursor=_encode_cursor(last.created_at, last.id)
+                       next_cursor=cursors.encode_cursor(last.created_at, last.id)
                        if more and last else None)
 
 
@@ -822,7 +774,7 @@ def start_reconciliation(ctx: Context, body: RunRequest) -> RunSummary:
 def list_reconciliation_runs(ctx: Context, query: RunQuery) -> RunPage:
     statement = select(ReconciliationRun)
     if query.cursor:
-        statement = statement.where(col(ReconciliationRun.id) < _int_cursor(query.cursor))
+        statement = statement.where(col(ReconciliationRun.id) < cursors.int_cursor(query.cursor))
     with ctx.db.read_session() as session:
         runs = list(session.exec(statement.order_by(col(ReconciliationRun.id).desc())
                                  .limit(query.limit + 1)))
@@ -830,7 +782,7 @@ def list_reconciliation_runs(ctx: Context, query: RunQuery) -> RunPage:
         runs = runs[:query.limit]
         unresolved = _unresolved_counts(session, [r.id for r in runs if r.id is not None])
     items = [RunSummary(**_run_summary(r, unresolved.get(r.id or 0, 0))) for r in runs]
-    return RunPage(items=items, next_cursor=_encode_cursor(items[-1].id, "run")
+    return RunPage(items=items, next_cursor=cursors.encode_cursor(items[-1].id, "run")
                    if more and items else None)
 
 
@@ -848,7 +800,7 @@ def get_reconciliation_run(ctx: Context, run_id: DbId, query: RunItemsQuery) -> 
         statement = statement.where(resolved_at.is_not(None) if query.resolved
                                     else resolved_at.is_(None))
     if query.cursor:
-        statement = statement.where(col(ReconciliationItem.id) > _int_cursor(query.cursor))
+        statement = statement.where(col(ReconciliationItem.id) > cursors.int_cursor(query.cursor))
     with ctx.db.read_session() as session:
         run = session.get(ReconciliationRun, run_id)
         if run is None:
@@ -861,7 +813,7 @@ def get_reconciliation_run(ctx: Context, run_id: DbId, query: RunItemsQuery) -> 
     last_id = items[-1].id if items else None
     return RunDetail(**_run_summary(run, unresolved),
                      items=[ItemOut.model_validate(i, from_attributes=True) for i in items],
-                     next_cursor=_encode_cursor(last_id, "item")
+                     next_cursor=cursors.encode_cursor(last_id, "item")
                      if more and last_id is not None else None)
 
 
@@ -956,11 +908,11 @@ def list_periods(ctx: Context, query: PeriodQuery) -> PeriodPage:
     if query.day_to is not None:
         statement = statement.where(col(ClosedPeriod.day) <= query.day_to)
     if query.cursor:
-        value, _ = _decode_cursor(query.cursor)
+        value, _ = cursors.decode_cursor(query.cursor)
         try:
             before = date.fromisoformat(value)
         except (TypeError, ValueError) as exc:
-            raise _bad_cursor(exc) from None
+            raise cursors.invalid(exc) from None
         statement = statement.where(col(ClosedPeriod.day) < before)
     with ctx.db.read_session() as session:
         rows = list(session.exec(statement.order_by(col(ClosedPeriod.day).desc())
@@ -968,7 +920,7 @@ def list_periods(ctx: Context, query: PeriodQuery) -> PeriodPage:
     more = len(rows) > query.limit
     rows = rows[:query.limit]
     return PeriodPage(items=[PeriodOut.model_validate(r, from_attributes=True) for r in rows],
-                      next_cursor=_encode_cursor(rows[-1].day, "day") if more and rows
+                      next_cursor=cursors.encode_cursor(rows[-1].day, "day") if more and rows
                       else None)
 
 
@@ -998,10 +950,10 @@ def list_documents(ctx: Context, query: DocumentQuery) -> DocumentPage:
     if query.kind is not None:
         statement = statement.where(FinanceDocument.kind == query.kind.value)
     if query.cursor:
-        moment, key = _time_cursor(query.cursor)
+        moment, key = cursors.time_cursor(query.cursor)
         statement = statement.where(
             tuple_(col(FinanceDocument.issued_at), col(FinanceDocument.id))
-            < tuple_(moment, _uuid_key(key)))
+            < tuple_(moment, cursors.uuid_key(key)))
     with ctx.db.read_session() as session:
         rows = list(session.exec(statement.order_by(col(FinanceDocument.issued_at).desc(),
                                                     col(FinanceDocument.id).desc())
@@ -1011,7 +963,7 @@ def list_documents(ctx: Context, query: DocumentQuery) -> DocumentPage:
     last = rows[-1][0] if rows else None
     return DocumentPage(
         items=[_document_out(d, number, ctx.settings.base_url) for d, number in rows],
-        next_cursor=_encode_cursor(last.issued_at, str(last.id)) if more and last else None)
+        next_cursor=cursors.encode_cursor(last.issued_at, str(last.id)) if more and last else None)
 
 
 @api.route("GET", "/api/documents/{document_id}.pdf", access=Permission.PAYMENTS_READ,

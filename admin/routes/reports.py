@@ -24,15 +24,16 @@ def _today() -> date:
     return datetime.now(UTC).date()
 
 
-class MarginQuery(Schema):
-    by: Literal["day", "product", "order"] = "day"
+class PeriodQuery(Schema):
+    """A report's period: by default the 30 days to today, at most MAX_DAYS; JSON or CSV."""
+
     start: date | None = Field(default=None,
                                description="First UTC day (default: 29 days before `end`).")
     end: date | None = Field(default=None, description="Last UTC day (default: today).")
     format: Literal["json", "csv"] = "json"
 
     @model_validator(mode="after")
-    def _span(self) -> MarginQuery:
+    def _span(self) -> PeriodQuery:
         end = self.end or _today()
         start = self.start or end - timedelta(days=29)
         if start > end:
@@ -41,6 +42,10 @@ class MarginQuery(Schema):
             raise ValueError(f"a report covers at most {MAX_DAYS} days")
         self.start, self.end = start, end
         return self
+
+
+class MarginQuery(PeriodQuery):
+    by: Literal["day", "product", "order"] = "day"
 
 
 class MarginRow(BaseModel):

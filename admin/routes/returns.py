@@ -9,8 +9,6 @@ keyset pagination on (created_at, id) behind an opaque cursor, like the order de
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -20,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import tuple_
 from sqlmodel import Session, col, select
 
-from admin import orders as desk
+from admin import cursors
 from admin.api import Api, Context, Schema, UtcTime
 from admin.errors import ApiError
 from admin.routes.finance import BinRef
@@ -127,23 +125,6 @@ class ReturnRefundOut(BaseModel):
     refund: RefundSummary
 
 
-def _encode_cursor(request: ReturnRequest) -> str:
-    raw = {"v": request.created_at.isoformat(), "k": str(request.id)}
-    return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        moment = datetime.fromisoformat(raw["v"])
-        if moment.tzinfo is None:
-            raise ValueError("a time without a UTC offset")
-        return moment, uuid.UUID(str(raw["k"]))
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise desk.InvalidCursor("This cursor is not valid for this list; start again "
-                                 "without it.", details={"reason": str(exc)}) from None
-
-
 def return_outs(session: Session, requests: Sequence[ReturnRequest]) -> list[ReturnOut]:
     """Returns as the API shows them, with their lines, order numbers and refund states."""
     if not requests:
@@ -199,7 +180,7 @@ def list_returns(ctx: Context, query: ReturnQuery) -> ReturnPage:
     if query.created_to is not None:
         statement = statement.where(col(ReturnRequest.created_at) < query.created_to)
     if query.cursor:
-        moment, key = _decode_cursor(query.cursor)
+        moment, key = cursors.time_uuid_cursor(query.cursor)
         statement = statement.where(tuple_(col(ReturnRequest.created_at), col(ReturnRequest.id))
                                     < tuple_(moment, key))
     statement = statement.order_by(col(ReturnRequest.created_at).desc(),
@@ -209,8 +190,9 @@ def list_returns(ctx: Context, query: ReturnQuery) -> ReturnPage:
         more = len(requests) > query.limit
         requests = requests[:query.limit]
         items = return_outs(session, requests)
-    return ReturnPage(items=items, next_cursor=_encode_cursor(requests[-1])
-                      if more and requests else None)
+    last = requests[-1] if more and requests else None
+    return ReturnPage(items=items, next_cursor=cursors.encode_cursor(last.created_at, last.id)
+                      if last else None)
 
 
 @api.route("GET", "/api/returns/{number}", access=Permission.RETURNS_READ, response=ReturnOut,

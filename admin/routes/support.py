@@ -10,8 +10,6 @@ written to the audit trail.
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -20,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import tuple_
 from sqlmodel import Session, col, func, select
 
-from admin import orders as desk
+from admin import cursors
 from admin.api import Api, Context, Schema
 from admin.routes.orders import Line, Totals
 from admin.routes.returns import ReturnOut, return_outs
@@ -121,23 +119,6 @@ class StatusRequest(Schema):
     status: ThreadStatus
 
 
-def _encode_cursor(thread: SupportThread) -> str:
-    raw = {"v": thread.updated_at.isoformat(), "k": str(thread.id)}
-    return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        moment = datetime.fromisoformat(raw["v"])
-        if moment.tzinfo is None:
-            raise ValueError("a time without a UTC offset")
-        return moment, uuid.UUID(str(raw["k"]))
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise desk.InvalidCursor("This cursor is not valid for this list; start again "
-                                 "without it.", details={"reason": str(exc)}) from None
-
-
 def _summaries(session: Session, threads: Sequence[SupportThread]) -> list[ThreadSummary]:
     if not threads:
         return []
@@ -193,7 +174,7 @@ def list_threads(ctx: Context, query: ThreadQuery) -> ThreadPage:
         statement = statement.join(Order, col(Order.id) == SupportThread.order_id).where(
             Order.number == query.order.strip().upper())
     if query.cursor:
-        moment, key = _decode_cursor(query.cursor)
+        moment, key = cursors.time_uuid_cursor(query.cursor)
         statement = statement.where(tuple_(col(SupportThread.updated_at), col(SupportThread.id))
                                     > tuple_(moment, key))
     statement = statement.order_by(col(SupportThread.updated_at),
@@ -203,8 +184,9 @@ def list_threads(ctx: Context, query: ThreadQuery) -> ThreadPage:
         more = len(threads) > query.limit
         threads = threads[:query.limit]
         items = _summaries(session, threads)
-    return ThreadPage(items=items,
-                      next_cursor=_encode_cursor(threads[-1]) if more and threads else None)
+    last = threads[-1] if more and threads else None
+    return ThreadPage(items=items, next_cursor=cursors.encode_cursor(last.updated_at, last.id)
+                      if last else None)
 
 
 def _order_context(session: Session, order: Order) -> OrderContext:
