@@ -7,9 +7,7 @@ what was typed kept.
 
 from __future__ import annotations
 
-from sqlmodel import select
 from starlette.datastructures import FormData
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -20,7 +18,7 @@ from fulfilment.cancellation import request_cancellation
 from models.after_sales import CancellationStatus
 from models.orders import Order
 from storefront.after_sales import FormState
-from storefront.views.orders import _load, _private
+from storefront.views.orders import order_by_token, order_page, private
 from storefront.web import db_of, flash, parse_int, redirect, render, run_service, settings_of
 
 _emails = create_environment()
@@ -28,14 +26,8 @@ MAX_FIELD = 6000
 
 
 def _order_id(request: Request) -> Order:
-    token = request.path_params["token"]
-    if not 20 <= len(token) <= 64:
-        raise HTTPException(404)
     with db_of(request).read_session() as session:
-        order = session.exec(select(Order).where(Order.status_token == token)).first()
-    if order is None:
-        raise HTTPException(404)
-    return order
+        return order_by_token(session, request.path_params["token"])
 
 
 def _text(form: FormData, name: str) -> str:
@@ -49,9 +41,9 @@ def _back(order: Order) -> Response:
 
 async def _refused(request: Request, form_name: str, values: dict[str, str], message: str,
                    status_code: int) -> Response:
-    context = await run_service(_load, request)
+    context = await run_service(order_page, request)
     context[form_name] = FormState(values=values, error=message)
-    return _private(render(request, "storefront/order.html", context, status_code=status_code,
+    return private(render(request, "storefront/order.html", context, status_code=status_code,
                           private=True))
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,14 +30,19 @@ class ParcelView:
     items: list[tuple[str, int]]  # (product and variant name, quantity)
 
 
-def _load(request: Request) -> dict[str, Any]:
-    token = request.path_params["token"]
-    if not 20 <= len(token) <= 64:
-        raise HTTPException(404)
-    with db_of(request).read_session() as session:
+def order_by_token(session: Session, token: str) -> Order:
+    """The order behind a status-page link; 404 for anything else."""
+    order = None
+    if 20 <= len(token) <= 64:
         order = session.exec(select(Order).where(Order.status_token == token)).first()
-        if order is None:
-            raise HTTPException(404)
+    if order is None:
+        raise HTTPException(404)
+    return order
+
+
+def order_page(request: Request) -> dict[str, Any]:
+    with db_of(request).read_session() as session:
+        order = order_by_token(session, request.path_params["token"])
         lines = list(session.exec(select(OrderLine).where(OrderLine.order_id == order.id)
                                   .order_by(col(OrderLine.id))))
         history = list(session.exec(
@@ -60,16 +65,16 @@ def _load(request: Request) -> dict[str, Any]:
             "status_label": CUSTOMER_LABELS[OrderStatus(order.status)], **after_sales}
 
 
-def _private(response: Response) -> Response:
+def private(response: Response) -> Response:
     response.headers["referrer-policy"] = "no-referrer"
     response.headers["x-robots-tag"] = "noindex, nofollow"
     return response
 
 
 def confirmation(request: Request) -> Response:
-    return _private(render(request, "storefront/confirmation.html", _load(request),
-                           private=True))
+    return private(render(request, "storefront/confirmation.html", order_page(request),
+                          private=True))
 
 
 def status(request: Request) -> Response:
-    return _private(render(request, "storefront/order.html", _load(request), private=True))
+    return private(render(request, "storefront/order.html", order_page(request), private=True))

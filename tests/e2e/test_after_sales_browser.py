@@ -5,12 +5,11 @@ customer sees the return completed."""
 
 from __future__ import annotations
 
-import re
 import uuid
 
 import pytest
 from playwright.sync_api import Page, expect
-from sqlmodel import col, select
+from sqlmodel import select
 from starlette.testclient import TestClient
 
 from admin.app import create_app as create_admin
@@ -23,25 +22,14 @@ from fulfilment.payments import capture_order_payment
 from fulfilment.screening import screen_order
 from models.after_sales import ReturnRequest
 from models.audit import AuditEntry
-from models.messaging import Email
 from models.orders import Order
 from tests.after_sales import ENV, lenient_screening, ship_order
 from tests.e2e.admin_client import bearer, login
+from tests.e2e.test_account_browser import PASSWORD, emailed_link
 from tests.factories import make_product, make_staff, stock_of
 from tests.helpers import CARD_OK
 
 pytestmark = pytest.mark.browser
-PASSWORD = "a long and secret passphrase"
-
-
-def emailed_link(db: Database, template: str) -> str:
-    with db.read_session() as session:
-        email = session.exec(select(Email).where(Email.template == template)
-                             .order_by(col(Email.created_at).desc())).first()
-    assert email is not None, f"no {template} email"
-    match = re.search(r"https?://[^/\s]+(/account/[a-z-]+/[A-Za-z0-9_-]+)", email.text_body)
-    assert match
-    return match.group(1)
 
 
 def sign_up(page: Page, db: Database) -> None:
