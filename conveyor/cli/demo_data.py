@@ -17,12 +17,17 @@ from pathlib import Path
 
 from sqlmodel import func, select
 
+from conveyor import audit
 from conveyor.db import Database, UnitOfWork
 from conveyor.settings import Settings
+from fulfilment.discounts import DiscountFields, create_code, find_code
 from fulfilment.inventory import receive_stock
 from models.base import utcnow
 from models.catalog import CatalogueVersion, Category, Product, Variant
+from models.discounts import DiscountKind
 from models.inventory import Location, StockItem, Warehouse
+
+DEMO_CODE = "WELCOME10"  # shown by `make run`, so a new user can try a code at checkout
 
 
 @dataclass(frozen=True)
@@ -199,6 +204,12 @@ def load_demo_data(settings: Settings, *, force: bool = False) -> str:
                         session.flush()
                         counts["variants"] += 1
                         counts["units"] += _stock(uow, variant.id, bins, rng, counts["variants"])
+            if find_code(session, DEMO_CODE) is None:
+                create_code(uow=uow, actor=audit.Actor(email="demo-data"), code=DEMO_CODE,
+                            fields=DiscountFields(
+                                kind=DiscountKind.PERCENT, value=1000, min_spend_cents=3000,
+                                per_customer_limit=1,
+                                description="10% off an order of 30 EUR or more, once each"))
             version = session.get(CatalogueVersion, 1) or CatalogueVersion(id=1)
             version.version += 1
             version.changed_at = utcnow()
@@ -207,7 +218,7 @@ def load_demo_data(settings: Settings, *, force: bool = False) -> str:
         db.dispose()
     return (f"demo data: {counts['categories']} categories, {counts['products']} products, "
             f"{counts['variants']} variants, {counts['units']} units in stock "
-            f"in {len(WAREHOUSES)} warehouses")
+            f"in {len(WAREHOUSES)} warehouses; discount code {DEMO_CODE}")
 
 
 def _write_image(path: Path, svg: str) -> None:
