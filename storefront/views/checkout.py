@@ -193,10 +193,11 @@ async def pay(request: Request) -> Response:
     details = form.details
     form.values["save_address"] = "on" if form_data.get("save_address") == "on" else ""
     if details is None:
-        return _page(request, cart, form.values, errors=form.errors, status_code=422)
+        return await run_service(_page, request, cart, form.values, errors=form.errors,
+                                 status_code=422)
     gateway = gateway_of(request)
     if gateway is None:
-        return _page(request, cart, form.values, status_code=503, errors={
+        return await run_service(_page, request, cart, form.values, status_code=503, errors={
             "payment": "Card payments are not set up in this shop yet."})
 
     db, settings = db_of(request), settings_of(request)
@@ -223,17 +224,18 @@ async def pay(request: Request) -> Response:
         order = await run_service(place)
     except InsufficientStock as exc:
         await run_service(_cap_cart_to_stock, request, exc)
-        return _page(request, await run_service(_cart, request), form.values, status_code=409,
-                     errors={"cart": _shortage_message(request, exc)})
+        return await run_service(_page, request, await run_service(_cart, request),
+                                 form.values, status_code=409,
+                                 errors={"cart": _shortage_message(request, exc)})
     except checkout.TooManyAttempts as exc:
-        return _page(request, cart, form.values, status_code=429,
-                     errors={"payment": exc.message})
+        return await run_service(_page, request, cart, form.values, status_code=429,
+                                 errors={"payment": exc.message})
     except discounts.DiscountRefused as exc:
-        return _page(request, cart, form.values, status_code=422,
-                     errors={"discount_code": exc.message})
+        return await run_service(_page, request, cart, form.values, status_code=422,
+                                 errors={"discount_code": exc.message})
     except DomainError as exc:
-        return _page(request, cart, form.values, status_code=422,
-                     errors={"payment": exc.message})
+        return await run_service(_page, request, cart, form.values, status_code=422,
+                                 errors={"payment": exc.message})
     request.session[ORDER_KEY] = str(order.id)
 
     outcome = await run_service(
@@ -241,7 +243,7 @@ async def pay(request: Request) -> Response:
         settings=settings, order_id=order.id, payment_token=form.payment_token,
         client_ip=client_ip,
     )
-    return _after_payment(request, order, outcome, cart, form.values)
+    return await run_service(_after_payment, request, order, outcome, cart, form.values)
 
 
 def _after_payment(request: Request, order: Order, outcome: checkout.PaymentOutcome,
@@ -304,5 +306,5 @@ async def authenticated(request: Request) -> Response:
                if result is None or result.payment_status != PaymentStatus.AUTHORIZED
                else "")
     cart = await run_service(_cart, request)
-    return _page(request, cart, _prefill(order), status_code=402,
-                 errors={"payment": message or "The payment is not complete yet."})
+    return await run_service(_page, request, cart, _prefill(order), status_code=402,
+                             errors={"payment": message or "The payment is not complete yet."})
