@@ -392,6 +392,30 @@ def reject_return(
     return request
 
 
+def withdraw_return(*, uow: UnitOfWork, order_id: uuid.UUID, number: str) -> ReturnRequest:
+    """The customer takes back a return they asked for, before it arrives: its units can be
+    asked for again. Locks the order (as `request_return` does), then the return; raises
+    ReturnRefused once the parcel was received or the return was decided."""
+    session = uow.session
+    order = session.get(Order, order_id, with_for_update=True)
+    request = session.exec(select(ReturnRequest).where(
+        ReturnRequest.number == number.strip().upper(), ReturnRequest.order_id == order_id,
+    ).with_for_update()).first()
+    if order is None or request is None:
+        raise NotFound("No such return on this order.")
+    if request.status != ReturnStatus.REQUESTED:
+        raise ReturnRefused(f"Return {request.number} is {request.status} and can no longer be "
+                            "withdrawn. Write to us below if something is wrong.",
+                            details={"status": request.status})
+    now = utcnow()
+    request.status = ReturnStatus.CANCELLED
+    request.updated_at = now
+    session.add(note(order, f"Return {request.number} was withdrawn by the customer.",
+                     actor="customer", at=now, public=True))
+    session.flush()
+    return request
+
+
 def complete_refunded_returns(session: Session, refund: Refund, at: datetime) -> list[str]:
     """The returns this refund was made for become refunded (completed); their numbers.
     Called by `fulfilment.refunds.record_refund` in the refund's own transaction."""

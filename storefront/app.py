@@ -74,6 +74,8 @@ def routes(settings: Settings) -> list[Route | Mount]:
         Route("/orders/{token}", orders.status, name="order_status"),
         Route("/orders/{token}/returns", after_sales.request_return, methods=["POST"],
               name="order_return"),
+        Route("/orders/{token}/returns/{number}/withdraw", after_sales.withdraw_return,
+              methods=["POST"], name="withdraw_return"),
         Route("/orders/{token}/cancel", after_sales.request_cancel, methods=["POST"],
               name="order_cancel"),
         Route("/orders/{token}/messages", after_sales.post_message, methods=["POST"],

@@ -80,6 +80,23 @@ async def request_return(request: Request) -> Response:
     return _back(order)
 
 
+async def withdraw_return(request: Request) -> Response:
+    order = await run_service(_order_id, request)
+    number = request.path_params["number"][:20]
+
+    def act() -> None:
+        with db_of(request).unit_of_work() as uow:
+            returns.withdraw_return(uow=uow, order_id=order.id, number=number)
+
+    try:
+        await run_service(act)
+    except DomainError as exc:
+        return await _refused(request, "return_form", {}, exc.message, _status_of(exc))
+    flash(request, f"Your return {number.upper()} is withdrawn: nothing to send back.",
+          "success")
+    return _back(order)
+
+
 async def request_cancel(request: Request) -> Response:
     form = await request.form()
     order = await run_service(_order_id, request)

@@ -92,6 +92,37 @@ def test_a_customer_returns_items_and_follows_the_return_to_completion(client, d
     assert 'data-status="refunded"' in done
 
 
+def test_a_return_not_yet_sent_can_be_withdrawn_and_its_units_asked_for_again(
+        client, db, settings):
+    # Given a requested return of both red lamps
+    order, red, _ = shipped(db, settings)
+    post(client, order, "returns", {f"quantity_{red}": "2", "reason": "Changed my mind"})
+    with db.read_session() as session:
+        number = session.exec(select(ReturnRequest)).one().number
+    assert 'data-testid="withdraw-return"' in page(client, order).text
+
+    # When the customer withdraws it
+    withdrawn = post(client, order, f"returns/{number}/withdraw", {})
+
+    # Then it shows as withdrawn, with no button, and both lamps can be returned again
+    assert withdrawn.status_code == 200 and f"Your return {number} is withdrawn" in withdrawn.text
+    assert 'data-status="cancelled"' in withdrawn.text and "Withdrawn" in withdrawn.text
+    assert 'data-testid="withdraw-return"' not in withdrawn.text and 'max="2"' in withdrawn.text
+
+    # And once a return has arrived, it can no longer be withdrawn
+    post(client, order, "returns", {f"quantity_{red}": "1", "reason": "Too bright after all"})
+    with db.read_session() as session:
+        second = session.exec(select(ReturnRequest).where(
+            ReturnRequest.status == "requested")).one()
+    with db.unit_of_work() as uow:
+        returns.receive_return(uow=uow, return_id=second.id, received_by="stock@x.test",
+                               lines=[returns.ReceivedLine(red, 1, ItemCondition.SELLABLE)])
+    late = post(client, order, f"returns/{second.number}/withdraw", {})
+    assert late.status_code == 422 and "can no longer be withdrawn" in late.text
+    other = post(client, order, "returns/R-NOSUCH/withdraw", {})
+    assert other.status_code == 422 and "No such return" in other.text
+
+
 def test_return_refusals_are_readable_and_keep_what_was_typed(client, db, settings):
     order, red, _ = shipped(db, settings)
 
