@@ -73,6 +73,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column('discount_cents', sa.Integer(), nullable=False, server_default='0'))
         batch.drop_constraint(op.f('ck_orders_total_adds_up'), type_='check')
         batch.create_check_constraint('total_adds_up', 'total_cents = subtotal_cents - discount_cents + shipping_cents + tax_cents')
+    # SQLite rebuilds a table for batch changes without the indexes on expressions it cannot
+    # reflect: since 0005, SQLite shops had lost the screening lookup by lower(email).
+    if op.get_bind().dialect.name == 'sqlite':
+        op.execute('CREATE INDEX IF NOT EXISTS ix_orders_email_lower ON orders (lower(email))')
         batch.create_check_constraint('discount_within_subtotal', 'discount_cents >= 0 AND discount_cents <= subtotal_cents')
     # ### end Alembic commands ###
 
