@@ -291,6 +291,39 @@ def claim_pick_list(*, uow: UnitOfWork, pick_list_id: int, picker: str) -> PickL
     return pick_list
 
 
+def release_pick_list(*, uow: UnitOfWork, pick_list_id: int, by: str,
+                      may_release_others: bool) -> tuple[PickList, str]:
+    """Hand a claimed list back, open for any picker (its picker's shift ended, a handheld
+    died); returns the list and who had it. Units already picked stay picked; the rest wait
+    on the list. Only its picker, or someone allowed to release others' lists (stock staff),
+    may; PickListTaken otherwise, and for a list done or cancelled. Releasing an open list
+    changes nothing. Locks the list."""
+    session = uow.session
+    pick_list = _locked_list(session, pick_list_id)
+    if pick_list.status == PickListStatus.OPEN:
+        return pick_list, ""
+    if pick_list.status != PickListStatus.CLAIMED:
+        raise PickListTaken(f"This pick list is {pick_list.status}.",
+                            details={"status": pick_list.status})
+    if pick_list.claimed_by != by and not may_release_others:
+        raise PickListTaken(f"Only {pick_list.claimed_by}, or stock staff, may hand this pick "
+                            "list back.", details={"status": pick_list.status,
+                                                   "claimed_by": pick_list.claimed_by})
+    now = utcnow()
+    order_ids = session.exec(select(Allocation.order_id).distinct()
+                             .where(Allocation.pick_list_id == pick_list_id))
+    for order in _lock_orders(session, order_ids).values():
+        session.add(note(order, f"Pick list #{pick_list_id} handed back by {by} (claimed by "
+                                f"{pick_list.claimed_by}); what is left waits for a picker.",
+                         actor=by, at=now))
+    had_it = pick_list.claimed_by
+    pick_list.status = PickListStatus.OPEN
+    pick_list.claimed_by = ""
+    pick_list.claimed_at = None
+    session.flush()
+    return pick_list, had_it
+
+
 def complete_pick_list(*, uow: UnitOfWork, pick_list_id: int, picker: str) -> PickList:
     """Close the caller's claimed list when nothing is left to pick on it (e.g. its last
     units belonged to an order cancelled meanwhile). Refuses while units are left; a done

@@ -371,6 +371,22 @@ def claim_pick_list(ctx: Context, pick_list_id: DbId) -> PickListDetail:
     return detail
 
 
+@api.route("POST", "/api/picklists/{pick_list_id}/release", access=Permission.PICKING,
+           response=PickListDetail, tags=PICK_TAGS, errors=(409,),
+           summary="Hand a claimed pick list back, open for any picker: its own picker, or stock "
+           "staff for anyone's; what was picked stays picked")
+def release_pick_list(ctx: Context, pick_list_id: DbId) -> PickListDetail:
+    with ctx.unit_of_work() as uow:
+        pick_list, had_it = picking.release_pick_list(
+            uow=uow, pick_list_id=pick_list_id, by=ctx.staff.email,
+            may_release_others=ctx.staff.may(Permission.STOCK_WRITE))
+        detail = _detail(uow.session, pick_list)
+        audit.record(uow.session, ctx.actor, "picklist.release", target_type="pick_list",
+                     target_id=str(pick_list_id), before={"claimed_by": had_it},
+                     after={"status": pick_list.status})
+    return detail
+
+
 @api.route("POST", "/api/picklists/{pick_list_id}/scan", access=Permission.PICKING,
            body=ScanRequest, response=ScanResult, tags=PICK_TAGS, errors=(409,),
            summary="Confirm units taken from a bin: the SKU or barcode must be the line's, and "

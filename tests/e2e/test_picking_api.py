@@ -174,6 +174,47 @@ def test_two_pickers_claiming_over_http_at_once_one_gets_409(client, db, setting
     assert sorted(statuses) == [200, 409, 409, 409]
 
 
+def test_a_claimed_list_is_handed_back_by_its_picker_or_by_stock_staff_and_picking_goes_on(
+        client, db, settings, shop):
+    # Given Pia claimed the list and picked the lamps
+    pia = as_role(client, db, "picker", email="pia@conveyor.test")
+    paul = as_role(client, db, "picker", email="paul@conveyor.test")
+    sam = as_role(client, db, "stock", email="sam@conveyor.test")
+    list_id = ok(client.post("/api/picklists", json={}, headers=pia), 201)["items"][0]["id"]
+    ok(client.post(f"/api/picklists/{list_id}/claim", headers=pia))
+    ok(client.post(f"/api/picklists/{list_id}/scan", headers=pia,
+                   json={"bin": "A-01", "code": shop["lamp"], "quantity": 3}))
+
+    # When another picker tries to hand it back, he may not
+    refused = client.post(f"/api/picklists/{list_id}/release", headers=paul)
+    assert refused.status_code == 409 and "pia@conveyor.test" in refused.text
+
+    # When Pia hands it back, it is open again with the lamps still picked
+    released = ok(client.post(f"/api/picklists/{list_id}/release", headers=pia))
+    assert (released["status"], released["claimed_by"]) == ("open", "")
+    assert [li["remaining"] for li in released["items"]] == [0, 1]
+    assert ok(client.post(f"/api/picklists/{list_id}/release", headers=pia))["status"] == "open"
+
+    # Then Paul claims it; stock staff may take it from him; Paul claims it again and finishes
+    ok(client.post(f"/api/picklists/{list_id}/claim", headers=paul))
+    assert ok(client.post(f"/api/picklists/{list_id}/release", headers=sam))["status"] == "open"
+    ok(client.post(f"/api/picklists/{list_id}/claim", headers=paul))
+    done = ok(client.post(f"/api/picklists/{list_id}/scan", headers=paul,
+                          json={"bin": "B-07", "code": shop["mug"], "quantity": 1}))
+    assert done["pick_list_status"] == "done"
+    late = client.post(f"/api/picklists/{list_id}/release", headers=sam)
+    assert late.status_code == 409 and "done" in late.text
+
+    # And every hand-back is audited with who had the list
+    with db.read_session() as session:
+        entries = session.exec(select(AuditEntry).where(AuditEntry.action == "picklist.release")
+                               .order_by(col(AuditEntry.id))).all()
+    assert [(e.actor_email, e.before) for e in entries] == [
+        ("pia@conveyor.test", {"claimed_by": "pia@conveyor.test"}),
+        ("pia@conveyor.test", {"claimed_by": ""}),
+        ("sam@conveyor.test", {"claimed_by": "paul@conveyor.test"})]
+
+
 def test_bad_input_is_refused_with_4xx(client, db, settings, shop):
     picker = as_role(client, db, "picker")
     other = as_role(client, db, "picker")
@@ -225,7 +266,7 @@ def _sample(path: str) -> str:
 def test_each_role_may_use_the_warehouse_routes_exactly_as_its_permissions_say(
         client, db, role):
     headers = as_role(client, db, role)
-    assert len(WAREHOUSE_ROUTES) == 11
+    assert len(WAREHOUSE_ROUTES) == 12
     assert all(e in API.endpoints and e.access in WAREHOUSE_PERMISSIONS for e in WAREHOUSE_ROUTES)
     for endpoint in WAREHOUSE_ROUTES:
         response = client.request(endpoint.method, _sample(endpoint.path), headers=headers,
