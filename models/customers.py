@@ -62,6 +62,7 @@ class LinkPurpose(StrEnum):
     SIGN_IN = "sign_in"
     RESET_PASSWORD = "reset_password"  # noqa: S105 (a purpose, not a secret)
     VERIFY_EMAIL = "verify_email"
+    CHANGE_EMAIL = "change_email"
 
 
 class CustomerLink(SQLModel, table=True):
@@ -76,6 +77,8 @@ class CustomerLink(SQLModel, table=True):
     created_at: datetime = utc_column(default_factory=utcnow)
     expires_at: datetime = utc_column()
     used_at: datetime | None = utc_column(default=None, nullable=True)
+    new_email: str | None = Field(default=None, max_length=254,
+                                  description="CHANGE_EMAIL links: the address to move to.")
 
 
 class CustomerSignInAttempt(SQLModel, table=True):

@@ -1,5 +1,5 @@
 """Customer accounts: sign-up, sign-in (password or emailed link), password reset, email
-verification, saved addresses, contact details, preferences, and erasing an account.
+verification and change, saved addresses, contact details, preferences, and erasing an account.
 
 Guarantees:
 - Passwords are argon2id hashes (conveyor/passwords.py). Emailed links are 32 random bytes of
@@ -15,6 +15,9 @@ Guarantees:
 - A password sign-in needs a proved email. An email is proved by the verification link, by an
   emailed sign-in link or by a reset link; when it is, the guest orders placed with that email
   (any case) and no account join the account (`orders.customer_id`).
+- Changing the email asks for the password and sends a link carrying the new address to it
+  (or, when it has an account, a notice without a link: the page says the same); spending
+  the link moves the account, its staff notes and the new address's guest orders to it.
 - A browser's sign-in holds the time it began; it ends when the password changes after that
   time (`customer.password_changed_at`) or the account is erased (`customer_for_session`).
 - Erasing an account blanks every personal column of the customer row and deletes its
@@ -75,13 +78,15 @@ MAX_ADDRESSES = 20
 ADDRESS_FIELDS = ("full_name", "phone", "address", "city", "postal_code", "country")
 # The account's own emails; erasing the account deletes them (order emails stay with orders).
 ERASED_MESSAGE = "[Removed when the customer deleted their account.]"
-ACCOUNT_TEMPLATES = ("account_verify", "account_sign_in", "account_reset", "account_exists")
+ACCOUNT_TEMPLATES = ("account_verify", "account_sign_in", "account_reset", "account_exists",
+                     "account_change_email", "account_email_changing", "account_email_taken")
 LINK_PATHS = {LinkPurpose.SIGN_IN: "sign-in", LinkPurpose.RESET_PASSWORD: "reset",
-              LinkPurpose.VERIFY_EMAIL: "verify"}
+              LinkPurpose.VERIFY_EMAIL: "verify", LinkPurpose.CHANGE_EMAIL: "email"}
 LINK_EMAILS = {
     LinkPurpose.SIGN_IN: ("account_sign_in", "Your sign-in link"),
     LinkPurpose.RESET_PASSWORD: ("account_reset", "Reset your password"),
     LinkPurpose.VERIFY_EMAIL: ("account_verify", "Confirm your email address"),
+    LinkPurpose.CHANGE_EMAIL: ("account_change_email", "Confirm your new email address"),
 }
 HIDDEN_FROM_HISTORY = (OrderStatus.PENDING_PAYMENT, OrderStatus.EXPIRED)
 
@@ -108,6 +113,10 @@ class WrongConfirmation(DomainError):
 
 class TooManyAddresses(DomainError):
     code = "too_many_addresses"
+
+
+class EmailTaken(DomainError):
+    code = "email_taken"
 
 
 INVALID_LINK = "This link has expired or has been used already. Please ask for a new one."
@@ -296,22 +305,31 @@ def _record_attempt(session: Session, *, email: str, client_ip: str, now: dateti
 
 def _send_link(uow: UnitOfWork, env: Environment, settings: Settings, customer: Customer,
                purpose: LinkPurpose, now: datetime, *, template: str | None = None,
-               subject: str | None = None) -> None:
+               subject: str | None = None, new_email: str | None = None) -> None:
+    """Store a link's hash and mail the link: to the account's email, or to `new_email` (the
+    address a CHANGE_EMAIL link moves the account to, which it carries)."""
     plain = secrets.token_urlsafe(32)
     minutes = settings.customer_link_minutes
     uow.session.add(CustomerLink(token_hash=token_digest(plain), customer_id=customer.id,
-                                 purpose=purpose, created_at=now,
+                                 purpose=purpose, created_at=now, new_email=new_email,
                                  expires_at=now + timedelta(minutes=minutes)))
     default_template, default_subject = LINK_EMAILS[purpose]
     url = f"{settings.base_url.rstrip('/')}/account/{LINK_PATHS[purpose]}/{plain}"
-    queue_email(uow, env, to=customer.email, subject=subject or default_subject,
+    queue_email(uow, env, to=new_email or customer.email, subject=subject or default_subject,
                 template=template or default_template,
                 context={"name": customer.full_name, "link": url, "minutes": minutes,
-                         "shop_url": settings.base_url.rstrip("/")})
+                         "new_email": new_email, "shop_url": settings.base_url.rstrip("/")})
 
 
 def _consume_link(session: Session, token: str, purpose: LinkPurpose,
                   now: datetime) -> Customer:
+    return _take_link(session, token, purpose, now)[1]
+
+
+def _take_link(session: Session, token: str, purpose: LinkPurpose,
+               now: datetime) -> tuple[CustomerLink, Customer]:
+    """Spend a live link of `purpose` and every other unused one of that purpose of its
+    customer, under the link's and then the customer row's lock (InvalidLink otherwise)."""
     if not 20 <= len(token) <= 100:
         raise InvalidLink(INVALID_LINK)
     link = session.exec(select(CustomerLink).where(CustomerLink.token_hash == token_digest(token))
@@ -326,7 +344,7 @@ def _consume_link(session: Session, token: str, purpose: LinkPurpose,
         col(CustomerLink.customer_id) == customer.id, col(CustomerLink.purpose) == purpose,
         col(CustomerLink.used_at).is_(None)).values(used_at=now))
     link.used_at = now
-    return customer
+    return link, customer
 
 
 def join_guest_orders(*, uow: UnitOfWork, customer: Customer) -> int:
@@ -427,8 +445,8 @@ def request_link(*, uow: UnitOfWork, env: Environment, settings: Settings, email
                  purpose: LinkPurpose, client_ip: str, now: datetime) -> None:
     """Email a sign-in or password-reset link if an account has this email; either way the
     request counts against the email's and the IP's limits (raises SignInPaused past them)."""
-    if purpose == LinkPurpose.VERIFY_EMAIL:
-        raise ValueError("verification links are sent at sign-up and sign-in")
+    if purpose in (LinkPurpose.VERIFY_EMAIL, LinkPurpose.CHANGE_EMAIL):
+        raise ValueError("verification and email-change links are not asked for by email")
     session = uow.session
     key = _normal_email(email)
     _check_rate(session, email=key, client_ip=client_ip, settings=settings, now=now)
@@ -478,6 +496,107 @@ def reset_password(*, uow: UnitOfWork, token: str, password: str, now: datetime)
     customer.password_changed_at = now
     _prove_email(uow, customer, now)
     customer.last_sign_in_at = now
+    return customer
+
+
+# -- Changing the email address -----------------------------------------------------------------
+
+
+def parse_new_email(data: Mapping[str, str], *, current: str) -> Form[str]:
+    """The new address (models/contact.py's rule); not the one the account has already."""
+    values = {"new_email": str(data.get("new_email", ""))[:400]}
+    form: Form[str] = Form(values=values)
+    clean: dict[str, str] = {}
+    _checker(values, form.errors, clean)("new_email", normalise_email)
+    if clean.get("new_email", "").lower() == current.strip().lower():
+        form.errors["new_email"] = "That is already your email address."
+    elif not form.errors:
+        form.value = clean["new_email"]
+    return form
+
+
+def request_email_change(*, uow: UnitOfWork, env: Environment, settings: Settings,
+                         customer_id: uuid.UUID, new_email: str, password: str,
+                         client_ip: str, now: datetime) -> DomainError | None:
+    """Ask to move an account to `new_email`; returns the refusal, if any, rather than raising,
+    so that the attempt recorded commits either way.
+
+    Counted like link requests, per new address (so nobody can flood an address with mail)
+    and per IP, and refused past their limits (SignInPaused); a wrong password (accounts that
+    have one) is refused (WrongConfirmation) and counted against the account's own email as a
+    failed sign-in. Otherwise the account's earlier change links are spent, and the new address
+    gets a link carrying it, or, when a live account has it, a note that one exists instead
+    (the caller says the same either way); the old address is told a change was asked.
+    """
+    session = uow.session
+    customer = _live(session, customer_id)
+    new_key, own_key = _normal_email(new_email), _normal_email(customer.email)
+    try:
+        for key in sorted({new_key, own_key}):  # advisory locks in one order: no deadlock
+            _check_rate(session, email=key, client_ip=client_ip, settings=settings, now=now)
+    except SignInPaused as exc:
+        return exc
+    _record_attempt(session, email=new_key, client_ip=client_ip, now=now, succeeded=False)
+    if customer.password_hash is not None and not verify_password(customer.password_hash,
+                                                                  password):
+        _record_attempt(session, email=own_key, client_ip=client_ip, now=now, succeeded=False)
+        return WrongConfirmation("That is not your password. Your email address was not "
+                                 "changed.")
+    session.execute(update(CustomerLink).where(
+        col(CustomerLink.customer_id) == customer.id,
+        col(CustomerLink.purpose) == LinkPurpose.CHANGE_EMAIL,
+        col(CustomerLink.used_at).is_(None)).values(used_at=now))
+    shop_url = settings.base_url.rstrip("/")
+    if _by_email(session, new_key) is not None:
+        queue_email(uow, env, to=new_email, subject="You already have an account",
+                    template="account_email_taken",
+                    context={"shop_url": shop_url, "minutes": settings.customer_link_minutes})
+    else:
+        _send_link(uow, env, settings, customer, LinkPurpose.CHANGE_EMAIL, now,
+                   new_email=new_email)
+    queue_email(uow, env, to=customer.email, subject="Your email address is being changed",
+                template="account_email_changing",
+                context={"name": customer.full_name, "shop_url": shop_url})
+    return None
+
+
+def confirm_email_change(*, uow: UnitOfWork, token: str, now: datetime) -> Customer:
+    """Spend a change link (InvalidLink if unknown, used or expired) and move the account to
+    the address it carries, which is thereby proved.
+
+    Under the customer row's lock: refused (EmailTaken, the link left unspent) when a live
+    account has that address by now, also when one wins a race for it (the unique index, in
+    a savepoint). Every other unused link of the account is spent (those sent to the old
+    address must not act on it any more). Staff notes move to the new address; the old
+    address's customer-file reference is deleted; the new address's guest orders join.
+    """
+    session = uow.session
+    link, customer = _take_link(session, token, LinkPurpose.CHANGE_EMAIL, now)
+    new_email = link.new_email
+    if not new_email:
+        raise InvalidLink(INVALID_LINK)
+    taken = EmailTaken(f"There is already an account for {new_email}, so this one cannot move "
+                       "to it. Your email address was not changed.")
+    other = _by_email(session, new_email)
+    if other is not None and other.id != customer.id:
+        raise taken
+    old = customer.email.lower()
+    try:
+        with session.begin_nested():
+            customer.email = new_email
+            session.flush()
+    except IntegrityError:
+        raise taken from None
+    session.execute(update(CustomerLink).where(
+        col(CustomerLink.customer_id) == customer.id,
+        col(CustomerLink.used_at).is_(None)).values(used_at=now))
+    session.execute(update(CustomerNote).where(func.lower(CustomerNote.email) == old)
+                    .values(email=new_email.lower())
+                    .execution_options(synchronize_session=False))
+    session.execute(delete(CustomerFileRef).where(func.lower(CustomerFileRef.email) == old))
+    customer.email_verified_at = now
+    customer.last_sign_in_at = now
+    _prove_email(uow, customer, now)
     return customer
 
 

@@ -87,6 +87,7 @@ def upgrade() -> None:
     sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('expires_at', models.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('used_at', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('new_email', sqlmodel.sql.sqltypes.AutoString(length=254), nullable=True),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], name=op.f('fk_customer_link_customer_id_customer')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_customer_link')),
     sa.UniqueConstraint('token_hash', name=op.f('uq_customer_link_token_hash'))

@@ -1,6 +1,6 @@
 """Customer account pages: sign-up, sign-in (password or emailed link), sign-out, password
-reset, email verification, and the signed-in pages (orders, addresses, details, email
-preferences, deleting the account).
+reset, email verification, and the signed-in pages (orders, addresses, details, changing
+the email address, email preferences, deleting the account).
 
 Every page here is private (no-store); pages under a link's token also send no referrer.
 Links in emails open a page with a button: the token is spent by that POST, never by a GET,
@@ -33,6 +33,9 @@ from storefront.web import db_of, flash, parse_int, redirect, render, run_servic
 
 CHECK_EMAIL = ("If an account exists for {email}, we have sent it an email with a link. "
                "It works once, for {minutes} minutes.")
+CHANGE_SENT = ("We have sent a link to {email}: open it to confirm the address and your account "
+               "moves to it. It works once, for {minutes} minutes. Until then, sign in with "
+               "your current address.")
 SIGN_UP_SENT = ("Thank you. We have sent a link to {email}: open it to confirm your address and "
                 "sign in. If you already have an account, the email tells you how to sign in.")
 
@@ -436,6 +439,62 @@ async def update_details(request: Request, customer: Customer) -> Response:
 
 
 @signed_in_only
+async def email_page(request: Request, customer: Customer) -> Response:
+    return _page(request, "email.html", customer=customer)
+
+
+@signed_in_only
+async def request_email_change(request: Request, customer: Customer) -> Response:
+    data = await _form(request)
+    form = accounts.parse_new_email(data, current=customer.email)
+    if form.value is None:
+        return _page(request, "email.html", {"values": form.values, "errors": form.errors},
+                     customer=customer, status_code=422)
+    new_email = form.value
+    db, settings = db_of(request), settings_of(request)
+    env = request.app.state.templates.env
+
+    def ask() -> DomainError | None:
+        with db.unit_of_work() as uow:
+            return accounts.request_email_change(
+                uow=uow, env=env, settings=settings, customer_id=customer.id,
+                new_email=new_email, password=data.get("password", ""),
+                client_ip=_client_ip(request), now=utcnow())
+
+    refusal = await run_service(ask)
+    if refusal is not None:
+        field = "new_email" if isinstance(refusal, accounts.SignInPaused) else "password"
+        return _page(request, "email.html", {"values": form.values,
+                                             "errors": {field: refusal.message}},
+                     customer=customer,
+                     status_code=429 if field == "new_email" else 422)
+    # The same page whether or not the address has an account: the email tells.
+    return _page(request, "check_email.html", {
+        "title": "Check your new email",
+        "again": "/account/email",
+        "message": CHANGE_SENT.format(email=new_email,
+                                      minutes=settings.customer_link_minutes)},
+        customer=customer)
+
+
+async def email_link_page(request: Request) -> Response:
+    return await run_service(_link_page, request, LinkPurpose.CHANGE_EMAIL, "link.html",
+                             {"title": "Confirm your new email address",
+                              "button": "Confirm and use this address"})
+
+
+async def confirm_email_change(request: Request) -> Response:
+    try:
+        return await _spend(request, LinkPurpose.CHANGE_EMAIL, accounts.confirm_email_change,
+                            "Your email address is changed: sign in with the new one from "
+                            "now on.")
+    except accounts.EmailTaken as exc:
+        return _page(request, "check_email.html", {
+            "title": "Your email address was not changed", "message": exc.message,
+            "invalid": True}, status_code=409, no_referrer=True)
+
+
+@signed_in_only
 async def preferences_page(request: Request, customer: Customer) -> Response:
     return _page(request, "preferences.html", customer=customer)
 
@@ -506,6 +565,10 @@ ROUTES = [  # mounted by storefront/app.py
     Route("/account/addresses/{address_id}/default", default_address, methods=post),
     Route("/account/details", details_page, methods=get),
     Route("/account/details", update_details, methods=post),
+    Route("/account/email", email_page, methods=get),
+    Route("/account/email", request_email_change, methods=post),
+    Route("/account/email/{token}", email_link_page, methods=get),
+    Route("/account/email/{token}", confirm_email_change, methods=post),
     Route("/account/preferences", preferences_page, methods=get),
     Route("/account/preferences", update_preferences, methods=post),
     Route("/account/delete", delete_page, methods=get),

@@ -538,7 +538,7 @@ def test_addresses_can_be_edited_made_default_and_deleted_but_not_someone_elses(
 def test_contact_details_and_email_preferences(client, db):
     registered(client, db)
     page = client.get("/account/details")
-    assert "cannot be changed here" in page.text
+    assert 'href="/account/email"' in page.text
     bad = client.post("/account/details", data={"csrf_token": csrf(page.text),
                                                 "full_name": "", "phone": "123"})
     assert bad.status_code == 422 and "Enter your full name" in bad.text
@@ -667,7 +667,8 @@ def test_odd_input_on_every_account_page_gets_an_answer_never_a_500(client, db):
     odd = ["x" * 5000, "<script>alert(1)</script>", "\u202e\u200b", "   ", "🙂" * 300,
            "a@b", "@", "%", "ADA.LOVELACE@EXAMPLE.COM"]
     for path in ("/account/sign-in/<script>", "/account/verify/" + "x" * 300,
-                 "/account/reset/%25%5F", "/account/addresses/99999999999",
+                 "/account/reset/%25%5F", "/account/email/<script>",
+                 "/account/addresses/99999999999",
                  "/account/addresses/-1", "/account/addresses/1e9",
                  "/account/sign-in?next=//evil.example", "/account/sign-in?next=%0d%0a"):
         response = client.get(path)
@@ -678,7 +679,7 @@ def test_odd_input_on_every_account_page_gets_an_answer_never_a_500(client, db):
              "/account/addresses/99999999999/default", "/account/addresses/1/delete",
              "/account/details", "/account/preferences", "/account/sign-up",
              "/account/reset/" + "y" * 40, "/account/sign-in/" + "y" * 40,
-             "/account/verify/" + "y" * 40]
+             "/account/verify/" + "y" * 40, "/account/email", "/account/email/" + "y" * 40]
     for path in posts:
         for value in odd:
             data = {"csrf_token": token, "next": value, "email": value, "password": value,
