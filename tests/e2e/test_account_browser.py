@@ -14,6 +14,7 @@ from conveyor.db import Database
 from models.customers import Customer, CustomerAddress
 from models.messaging import Email
 from models.orders import Order
+from tests.e2e.test_browser_journey import fill_card
 from tests.factories import make_product
 from tests.helpers import CARD_OK
 
@@ -32,10 +33,8 @@ def emailed_link(db: Database, template: str) -> str:
     return match.group(1)
 
 
-def test_a_customer_signs_up_buys_and_finds_the_order_in_the_account(page: Page, db: Database):
-    make_product(db, name="Tea Caddy", category="Kitchen", variants=[("Tin", 1900, 10)])
-
-    # Sign up from the header, and confirm the email with the link it was sent
+def sign_up(page: Page, db: Database) -> None:
+    """Grace signs up from the header and confirms her email with the link it was sent."""
     page.goto("/")
     page.get_by_role("link", name="Sign in").click()
     page.get_by_role("link", name="Create an account").click()
@@ -47,6 +46,13 @@ def test_a_customer_signs_up_buys_and_finds_the_order_in_the_account(page: Page,
     page.goto(emailed_link(db, "account_verify"))
     page.get_by_role("button", name="Confirm and sign in").click()
     expect(page.get_by_role("heading", name="Your orders")).to_be_visible()
+
+
+def test_a_customer_signs_up_buys_and_finds_the_order_in_the_account(page: Page, db: Database):
+    make_product(db, name="Tea Caddy", category="Kitchen", variants=[("Tin", 1900, 10)])
+
+    # Sign up from the header, and confirm the email with the link it was sent
+    sign_up(page, db)
     expect(page.get_by_text("No orders yet")).to_be_visible()
 
     # Buy: contact details come from the account; the address is saved for next time
@@ -62,12 +68,7 @@ def test_a_customer_signs_up_buys_and_finds_the_order_in_the_account(page: Page,
     page.get_by_label("Postal code").fill("1012 LG")
     page.get_by_label("Country").select_option("NL")
     page.get_by_label("Save it to my account for next time").check()
-    card = page.locator("#card-element")
-    card.locator("input[placeholder=number]").fill(CARD_OK)
-    card.locator("input[placeholder=exp_month]").fill("12")
-    card.locator("input[placeholder=exp_year]").fill("30")
-    card.locator("input[placeholder=cvc]").fill("123")
-    card.locator("input[placeholder=postal_code]").fill("1012")
+    fill_card(page, CARD_OK)
     page.get_by_role("button", name="Pay").click()
     expect(page.get_by_role("heading", name="Thank you for your order")).to_be_visible()
     number = page.get_by_test_id("order-number").inner_text()

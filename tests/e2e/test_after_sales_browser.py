@@ -25,25 +25,12 @@ from models.audit import AuditEntry
 from models.orders import Order
 from tests.after_sales import ENV, lenient_screening, ship_order
 from tests.e2e.admin_client import bearer, login
-from tests.e2e.test_account_browser import PASSWORD, emailed_link
+from tests.e2e.test_account_browser import sign_up
+from tests.e2e.test_browser_journey import fill_card
 from tests.factories import make_product, make_staff, stock_of
 from tests.helpers import CARD_OK
 
 pytestmark = pytest.mark.browser
-
-
-def sign_up(page: Page, db: Database) -> None:
-    page.goto("/")
-    page.get_by_role("link", name="Sign in").click()
-    page.get_by_role("link", name="Create an account").click()
-    page.get_by_label("Email").fill("grace@example.com")
-    page.get_by_label("Full name").fill("Grace Hopper")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Create account").click()
-    expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
-    page.goto(emailed_link(db, "account_verify"))
-    page.get_by_role("button", name="Confirm and sign in").click()
-    expect(page.get_by_role("heading", name="Your orders")).to_be_visible()
 
 
 def buy(page: Page) -> str:
@@ -57,12 +44,7 @@ def buy(page: Page) -> str:
     page.get_by_label("City").fill("Amsterdam")
     page.get_by_label("Postal code").fill("1012 LG")
     page.get_by_label("Country").select_option("NL")
-    card = page.locator("#card-element")
-    card.locator("input[placeholder=number]").fill(CARD_OK)
-    card.locator("input[placeholder=exp_month]").fill("12")
-    card.locator("input[placeholder=exp_year]").fill("30")
-    card.locator("input[placeholder=cvc]").fill("123")
-    card.locator("input[placeholder=postal_code]").fill("1012")
+    fill_card(page, CARD_OK)
     page.get_by_role("button", name="Pay").click()
     expect(page.get_by_role("heading", name="Thank you for your order")).to_be_visible()
     return page.get_by_test_id("order-number").inner_text()
